@@ -218,7 +218,7 @@ const slice: ShapeRule = (ins) => {
   axes.forEach((a0, i) => {
     const a = normAxis(a0, x.shape.length);
     const d = x.shape[a];
-    if (typeof d !== 'number') fail('Slice on a symbolic dim');
+    if (typeof d !== 'number') return fail('Slice on a symbolic dim');
     if (steps[i] !== 1) fail('Slice supports step 1 only');
     const clamp = (v: number) => Math.min(Math.max(v < 0 ? v + d : v, 0), d);
     shape[a] = Math.max(0, clamp(ends[i]) - clamp(starts[i]));
@@ -230,7 +230,7 @@ const split: ShapeRule = (ins, attrs) => {
   const x = req(ins[0], 'input');
   const axis = normAxis(int(attrs.axis, 0), x.shape.length);
   const parts = constInts(ins[1], 'split');
-  if (parts.reduce((s, v) => s + v, 0) !== x.shape[axis]) fail(`Split sizes ${shapeString(parts)} do not sum to ${x.shape[axis]}`);
+  if (parts.reduce((s, v) => s + v, 0) !== x.shape[axis]) fail(`Split sizes ${shapeString(parts)} do not sum to ${String(x.shape[axis])}`);
   return {
     outputs: parts.map((p) => {
       const shape = [...x.shape];

@@ -46,7 +46,7 @@ export function sameShape(a: Shape, b: Shape): boolean {
 
 export function float32(shape: readonly number[], data?: Float32Array | readonly number[]): HostTensor {
   const n = numel(shape);
-  const arr = data instanceof Float32Array ? data : new Float32Array(data ?? n);
+  const arr = data instanceof Float32Array ? data : data ? Float32Array.from(data) : new Float32Array(n);
   if (arr.length !== n) throw new RangeError(`float32 tensor ${shapeString(shape)} needs ${n} values, got ${arr.length}`);
   return { dtype: 'float32', shape: [...shape], data: arr };
 }

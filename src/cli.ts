@@ -1,0 +1,127 @@
+#!/usr/bin/env node
+/** `fovea serve | detect | models | build | bench`. */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { defaultConfig, type ServerConfig } from './config.js';
+import { FoveaError } from './errors.js';
+import { ModelRegistry } from './models/registry.js';
+import { DetectService } from './pipeline/detect.js';
+import type { ExecutionProvider } from './pipeline/messages.js';
+import { InferencePool } from './pipeline/pool.js';
+import { buildApp, preload } from './stream/app.js';
+
+const USAGE = `usage:
+  fovea serve [--port 8080] [--host 0.0.0.0] [--ep cpu|cuda] [--workers N] [--weights MODEL=PATH]...
+  fovea detect IMAGE [--model leyolo-nano] [--size 640] [--conf 0.25] [--iou 0.7] [--max-det 300] [--weights PATH] [--ep cpu|cuda]
+  fovea models [--json]
+  fovea build MODEL [--size 640] [--weights PATH]
+  fovea bench detect [--ep cpu|cuda] [--runs N] [--json]`;
+
+class UsageError extends Error {}
+
+const num = (v: string | undefined, name: string): number | undefined => {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isFinite(n)) throw new UsageError(`--${name} must be a number, got '${v}'`);
+  return n;
+};
+
+const ep = (v: string | undefined): ExecutionProvider | undefined => {
+  if (v === undefined || v === 'cpu' || v === 'cuda') return v;
+  throw new UsageError(`--ep must be cpu or cuda, got '${v}'`);
+};
+
+/** Checkpoint loading lands with the checkpoint readers; until then the flag says so plainly. */
+function rejectWeights(weights: string[] | string | undefined): void {
+  const list = weights === undefined ? [] : Array.isArray(weights) ? weights : [weights];
+  if (list.length) throw new UsageError(`--weights is not yet supported: checkpoint import is not implemented in this version (got ${list.join(', ')})`);
+}
+
+async function serve(args: string[]): Promise<void> {
+  const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, ep: { type: 'string' }, workers: { type: 'string' }, weights: { type: 'string', multiple: true } } });
+  rejectWeights(values.weights);
+  const base = defaultConfig();
+  const config: ServerConfig = {
+    ...base,
+    port: num(values.port, 'port') ?? base.port,
+    host: values.host ?? base.host,
+    ep: ep(values.ep) ?? base.ep,
+    workers: num(values.workers, 'workers') ?? base.workers,
+  };
+  const app = await buildApp(config);
+  await preload(app);
+  await app.listen({ port: config.port, host: config.host });
+  const stop = () => void app.close().then(() => process.exit(0));
+  process.once('SIGINT', stop);
+  process.once('SIGTERM', stop);
+}
+
+async function detect(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { model: { type: 'string' }, size: { type: 'string' }, conf: { type: 'string' }, iou: { type: 'string' }, 'max-det': { type: 'string' }, weights: { type: 'string' }, ep: { type: 'string' } },
+  });
+  rejectWeights(values.weights);
+  if (positionals.length !== 1) throw new UsageError('detect takes one IMAGE path');
+  const pool = new InferencePool({ ep: ep(values.ep) ?? 'cpu', log: (level, m) => console.error(`${level}: ${m}`) });
+  try {
+    const service = new DetectService(new ModelRegistry(), pool);
+    const r = await service.detect(readFileSync(positionals[0]), {
+      model: values.model,
+      size: num(values.size, 'size'),
+      conf: num(values.conf, 'conf'),
+      iou: num(values.iou, 'iou'),
+      maxDet: num(values['max-det'], 'max-det'),
+    });
+    if (!r.model.trained) console.error(`note: ${r.model.id} has no trained weights: these outputs come from a seeded graph, not predictions`);
+    console.log(JSON.stringify(r, null, 2));
+  } finally {
+    await pool.close();
+  }
+}
+
+function models(args: string[]): void {
+  const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
+  const list = new ModelRegistry().list();
+  if (values.json) return console.log(JSON.stringify(list, null, 2));
+  console.log(['id', 'task', 'family', 'variant', 'params', 'trained', 'input'].join('\t'));
+  for (const m of list) console.log([m.id, m.task, m.family, m.variant, m.params, m.trained, m.input.join('x')].join('\t'));
+}
+
+function build(args: string[]): void {
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { size: { type: 'string' }, weights: { type: 'string' } } });
+  rejectWeights(values.weights);
+  if (positionals.length !== 1) throw new UsageError('build takes one MODEL id');
+  const b = new ModelRegistry().build(positionals[0], num(values.size, 'size'));
+  console.log(JSON.stringify({ id: b.info.id, size: b.size, path: b.path, params: b.info.params, trained: b.info.trained }));
+}
+
+async function main(argv: string[]): Promise<void> {
+  const [cmd, ...rest] = argv;
+  switch (cmd) {
+    case 'serve': return serve(rest);
+    case 'detect': return detect(rest);
+    case 'models': return models(rest);
+    case 'build': return build(rest);
+    case 'bench': {
+      const { runBench } = await import('../bench/index.js');
+      return runBench(rest);
+    }
+    case undefined:
+    case 'help':
+    case '--help':
+      console.log(USAGE);
+      return;
+    default:
+      throw new UsageError(`unknown command '${cmd}'`);
+  }
+}
+
+main(process.argv.slice(2)).catch((e: unknown) => {
+  if (e instanceof UsageError) console.error(`fovea: ${e.message}\n${USAGE}`);
+  else if (e instanceof FoveaError) console.error(`fovea: ${e.code}: ${e.message}`);
+  else if (e instanceof TypeError && (e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) console.error(`fovea: ${e.message}\n${USAGE}`);
+  else console.error(e);
+  process.exit(2);
+});

@@ -1,0 +1,150 @@
+/**
+ * The model catalogue: which ids exist, what task and family they serve, and how to build the graph
+ * for one input size. Built graphs are cached on disk under a key of builder version + model + size
+ * + weights digest, so a second start does not rebuild.
+ */
+import { createHash } from 'node:crypto';
+import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { invalidValue, notFound } from '../errors.js';
+import { Params } from './graph/params.js';
+import { saveModel } from './graph/serialize.js';
+import { SIZE_MULTIPLE, buildLeYolo, variants as leyoloVariants, type LeYoloVariant } from './leyolo.js';
+
+/** Bump when a builder's output changes, so cached graphs are rebuilt. */
+export const BUILDER_VERSION = 'fovea-builder-1';
+
+export type Task = 'detect';
+
+export interface ModelInfo {
+  readonly id: string;
+  readonly task: Task;
+  readonly family: string;
+  readonly variant: string;
+  /** Unfolded parameter count, as the official checkpoint counts it. */
+  readonly params: number;
+  readonly trained: boolean;
+  /** Default input [width, height]. */
+  readonly input: readonly [number, number];
+  readonly numClasses: number;
+}
+
+export interface BuiltModel {
+  readonly info: ModelInfo;
+  readonly size: number;
+  /** The cache key: also the name workers load the session under. */
+  readonly key: string;
+  readonly path: string;
+  readonly numAnchors: number;
+}
+
+interface Family {
+  readonly family: string;
+  readonly task: Task;
+  readonly variant: LeYoloVariant;
+  readonly defaultSize: number;
+  readonly minSize: number;
+  readonly maxSize: number;
+}
+
+const MODELS: Readonly<Record<string, Family>> = {
+  'leyolo-nano': { family: 'leyolo', task: 'detect', variant: 'nano', defaultSize: 640, minSize: 160, maxSize: 1280 },
+  'leyolo-small': { family: 'leyolo', task: 'detect', variant: 'small', defaultSize: 640, minSize: 160, maxSize: 1280 },
+};
+
+export const DEFAULT_MODEL = 'leyolo-nano';
+
+/** The project root (where package.json is), found from this file in src/ or dist/src/. */
+function projectRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
+  return dir;
+}
+
+export function defaultCacheDir(): string {
+  return process.env.FOVEA_CACHE ?? join(projectRoot(), 'models', 'cache');
+}
+
+export interface RegistryOptions {
+  cacheDir?: string;
+}
+
+export class ModelRegistry {
+  private readonly cacheDir: string;
+  private readonly infos = new Map<string, ModelInfo>();
+  private readonly built = new Map<string, BuiltModel>();
+
+  constructor(opts: RegistryOptions = {}) {
+    this.cacheDir = opts.cacheDir ?? defaultCacheDir();
+    for (const [id, f] of Object.entries(MODELS)) {
+      const cfg = leyoloVariants[f.variant];
+      this.infos.set(id, {
+        id,
+        task: f.task,
+        family: f.family,
+        variant: f.variant,
+        params: countParams(f.variant),
+        trained: false,
+        input: [f.defaultSize, f.defaultSize],
+        numClasses: cfg.numClasses,
+      });
+    }
+  }
+
+  list(): ModelInfo[] {
+    return [...this.infos.values()];
+  }
+
+  info(id: string): ModelInfo {
+    return this.infos.get(id) ?? this.unknown(id);
+  }
+
+  private unknown(id: string): never {
+    throw notFound(`unknown model '${id}'; available: ${[...this.infos.keys()].join(', ')}`, 'unknown_model');
+  }
+
+  /** Checks a requested input side against the family's rule (multiple of 32, within bounds). */
+  resolveSize(id: string, size: number | undefined): number {
+    const f = MODELS[id] ?? this.unknown(id);
+    const s = size ?? f.defaultSize;
+    if (!Number.isInteger(s) || s % SIZE_MULTIPLE !== 0 || s < f.minSize || s > f.maxSize)
+      throw invalidValue(`size must be a multiple of ${SIZE_MULTIPLE} between ${f.minSize} and ${f.maxSize}, got ${size}`);
+    return s;
+  }
+
+  /** Builds (or finds in the cache) the graph of `id` at `size`. */
+  build(id: string, size?: number): BuiltModel {
+    const info = this.info(id);
+    const s = this.resolveSize(id, size);
+    const memo = `${id}@${s}`;
+    const have = this.built.get(memo);
+    if (have) return have;
+    const f = MODELS[id];
+    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, id, s, 'seeded:0'])).digest('hex').slice(0, 16);
+    const path = join(this.cacheDir, `${id}-${s}-${key}.onnx`);
+    if (!existsSync(path)) {
+      mkdirSync(this.cacheDir, { recursive: true });
+      const g = buildLeYolo(f.variant, s, Params.seeded(0));
+      // Write then rename, so a concurrent start never loads a half-written file.
+      const tmp = `${path}.${process.pid}.tmp`;
+      saveModel(g.toModel({ model: id, size: String(s), trained: 'false' }), tmp);
+      renameSync(tmp, path);
+    }
+    const numAnchors = [8, 16, 32].reduce((n, st) => n + (s / st) ** 2, 0);
+    const b: BuiltModel = { info, size: s, key: `${id}@${s}:${key}`, path, numAnchors };
+    this.built.set(memo, b);
+    return b;
+  }
+
+  /** The serialized graph of a built model (for sessions created from bytes). */
+  static bytes(b: BuiltModel): Uint8Array {
+    return readFileSync(b.path);
+  }
+}
+
+function countParams(variant: LeYoloVariant): number {
+  const p = Params.seeded(0);
+  buildLeYolo(variant, SIZE_MULTIPLE, p);
+  return p.parameterCount();
+}

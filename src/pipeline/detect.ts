@@ -1,0 +1,69 @@
+/**
+ * The detect task pipeline as the routes and the CLI see it: validate the options, read the image
+ * header (pixel limit before any decode), build or find the graph, and hand the rest to a worker.
+ */
+import { invalidValue } from '../errors.js';
+import { COCO80, DEFAULT_DETECT_OPTIONS, toJson, type DetectOptions, type DetectionJson } from '../heads/detect/index.js';
+import type { ModelRegistry } from '../models/registry.js';
+import { DEFAULT_MODEL } from '../models/registry.js';
+import { probeImage } from './decode.js';
+import type { ModelSpec, Timings } from './messages.js';
+import type { InferencePool } from './pool.js';
+
+export interface DetectRequest {
+  model?: string;
+  size?: number;
+  conf?: number;
+  iou?: number;
+  maxDet?: number;
+}
+
+export interface DetectResponse {
+  model: { id: string; trained: boolean; input: [number, number] };
+  image: { width: number; height: number };
+  detections: DetectionJson[];
+  timings: Timings;
+}
+
+const MAX_DET_LIMIT = 10_000;
+
+export function detectOptions(r: DetectRequest): DetectOptions {
+  const o = { conf: r.conf ?? DEFAULT_DETECT_OPTIONS.conf, iou: r.iou ?? DEFAULT_DETECT_OPTIONS.iou, maxDet: r.maxDet ?? DEFAULT_DETECT_OPTIONS.maxDet };
+  if (!(o.conf >= 0 && o.conf <= 1)) throw invalidValue(`conf must be between 0 and 1, got ${r.conf}`);
+  if (!(o.iou >= 0 && o.iou <= 1)) throw invalidValue(`iou must be between 0 and 1, got ${r.iou}`);
+  if (!(Number.isInteger(o.maxDet) && o.maxDet >= 1 && o.maxDet <= MAX_DET_LIMIT)) throw invalidValue(`maxDet must be an integer between 1 and ${MAX_DET_LIMIT}, got ${r.maxDet}`);
+  return o;
+}
+
+export class DetectService {
+  constructor(
+    readonly registry: ModelRegistry,
+    readonly pool: InferencePool,
+  ) {}
+
+  spec(id: string, size?: number): ModelSpec {
+    const b = this.registry.build(id, size);
+    return { key: b.key, path: b.path, size: b.size, numClasses: b.info.numClasses, numAnchors: b.numAnchors };
+  }
+
+  async detect(image: Uint8Array, req: DetectRequest = {}): Promise<DetectResponse> {
+    const id = req.model ?? DEFAULT_MODEL;
+    const info = this.registry.info(id);
+    const size = this.registry.resolveSize(id, req.size);
+    const options = detectOptions(req);
+    const t0 = performance.now();
+    await probeImage(image, { maxPixels: this.pool.config.maxPixels });
+    const probeMs = performance.now() - t0;
+    const r = await this.pool.detect(this.spec(id, size), image, options);
+    const t1 = performance.now();
+    const detections = toJson({ boxes: r.boxes, scores: r.scores, classIds: r.classIds }, COCO80);
+    const jsonMs = performance.now() - t1;
+    const ms = (v: number) => Math.round(v * 1000) / 1000;
+    return {
+      model: { id, trained: info.trained, input: [size, size] },
+      image: { width: r.width, height: r.height },
+      detections,
+      timings: { decode: ms(probeMs + r.timings.decode), preprocess: ms(r.timings.preprocess), infer: ms(r.timings.infer), post: ms(r.timings.post + jsonMs) },
+    };
+  }
+}

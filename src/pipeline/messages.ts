@@ -1,0 +1,63 @@
+/** Messages between the server thread and the inference workers (structured-clone friendly). */
+import type { DetectOptions } from '../heads/detect/index.js';
+
+export type ExecutionProvider = 'cpu' | 'cuda';
+
+export interface WorkerConfig {
+  readonly ep: ExecutionProvider;
+  /** ORT intra-op threads per session. */
+  readonly intraOpThreads: number;
+  /** Largest decoded image accepted (width × height). */
+  readonly maxPixels: number;
+}
+
+export interface ModelSpec {
+  readonly key: string;
+  readonly path: string;
+  readonly size: number;
+  readonly numClasses: number;
+  readonly numAnchors: number;
+}
+
+export interface DetectJob {
+  readonly type: 'detect';
+  readonly id: number;
+  readonly model: ModelSpec;
+  /** Encoded image bytes (JPEG, PNG, WebP). */
+  readonly image: Uint8Array;
+  readonly options: DetectOptions;
+}
+
+export type WorkerRequest = DetectJob | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec };
+
+export interface Timings {
+  decode: number;
+  preprocess: number;
+  infer: number;
+  post: number;
+}
+
+export interface DetectResult {
+  readonly type: 'detect';
+  readonly id: number;
+  readonly width: number;
+  readonly height: number;
+  readonly boxes: Float32Array;
+  readonly scores: Float32Array;
+  readonly classIds: Int32Array;
+  readonly timings: Timings;
+}
+
+export interface WorkerError {
+  readonly type: 'error';
+  readonly id: number;
+  readonly status: number;
+  readonly code: string;
+  readonly message: string;
+}
+
+export type WorkerReply =
+  | DetectResult
+  | WorkerError
+  | { readonly type: 'warmup'; readonly id: number; readonly ep: ExecutionProvider; readonly warning?: string }
+  | { readonly type: 'log'; readonly level: 'warn' | 'info'; readonly message: string };

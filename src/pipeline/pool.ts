@@ -1,0 +1,122 @@
+/**
+ * The inference worker pool, on the serving thread: hands jobs to the least-loaded worker, bounds
+ * the queue (overload → 503 at once rather than unbounded memory), and replaces a worker that dies,
+ * failing only the jobs that were on it.
+ */
+import { availableParallelism } from 'node:os';
+import { Worker } from 'node:worker_threads';
+import { FoveaError, unavailable } from '../errors.js';
+import type { DetectOptions } from '../heads/detect/index.js';
+import type { DetectResult, ExecutionProvider, ModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+
+export interface PoolOptions {
+  workers?: number;
+  ep?: ExecutionProvider;
+  intraOpThreads?: number;
+  maxPixels?: number;
+  /** Jobs in flight per worker before new ones are refused with 503. */
+  maxQueuePerWorker?: number;
+  log?: (level: 'warn' | 'info', message: string) => void;
+}
+
+type Distribute<T> = T extends unknown ? Omit<T, 'id'> : never;
+type JobBody = Distribute<WorkerRequest>;
+
+interface Pending {
+  resolve: (r: WorkerReply) => void;
+  reject: (e: Error) => void;
+}
+
+interface Slot {
+  worker: Worker;
+  pending: Map<number, Pending>;
+}
+
+/** Under vitest the sources are TypeScript: the worker then loads through tsx. */
+function spawn(config: WorkerConfig): Worker {
+  const ts = import.meta.url.endsWith('.ts');
+  const url = new URL(ts ? './worker.ts' : './worker.js', import.meta.url);
+  return new Worker(url, { workerData: config, execArgv: ts ? ['--import', 'tsx'] : [] });
+}
+
+export class InferencePool {
+  readonly size: number;
+  readonly config: WorkerConfig;
+  private readonly slots: Slot[] = [];
+  private readonly maxQueue: number;
+  private readonly log: NonNullable<PoolOptions['log']>;
+  private nextId = 1;
+  private closed = false;
+
+  constructor(opts: PoolOptions = {}) {
+    const cores = availableParallelism();
+    this.size = Math.max(1, opts.workers ?? 1);
+    this.config = {
+      ep: opts.ep ?? 'cpu',
+      intraOpThreads: opts.intraOpThreads ?? Math.max(1, Math.floor(cores / this.size)),
+      maxPixels: opts.maxPixels ?? 40_000_000,
+    };
+    this.maxQueue = opts.maxQueuePerWorker ?? 32;
+    this.log = opts.log ?? ((level, m) => console[level](m));
+    for (let i = 0; i < this.size; i++) this.slots.push(this.start());
+  }
+
+  private start(): Slot {
+    const slot: Slot = { worker: spawn(this.config), pending: new Map() };
+    slot.worker.on('message', (m: WorkerReply) => {
+      if (m.type === 'log') return this.log(m.level, m.message);
+      const p = slot.pending.get(m.id);
+      if (!p) return;
+      slot.pending.delete(m.id);
+      if (m.type === 'error') p.reject(new FoveaError(m.status as FoveaError['status'], m.code, m.message));
+      else p.resolve(m);
+    });
+    const die = (why: string) => {
+      for (const p of slot.pending.values()) p.reject(unavailable(`inference worker stopped: ${why}`, 'worker_failed'));
+      slot.pending.clear();
+      const i = this.slots.indexOf(slot);
+      if (i >= 0 && !this.closed) {
+        this.log('warn', `inference worker stopped (${why}); starting a new one`);
+        this.slots[i] = this.start();
+      }
+    };
+    slot.worker.on('error', (e) => die(e.message));
+    slot.worker.on('exit', (code) => die(`exit code ${code}`));
+    return slot;
+  }
+
+  private submit(body: JobBody, transfer: ArrayBuffer[] = []): Promise<WorkerReply> {
+    if (this.closed) return Promise.reject(unavailable('the server is shutting down'));
+    const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    if (slot.pending.size >= this.maxQueue) return Promise.reject(new FoveaError(503, 'overloaded', 'inference queue is full; retry shortly'));
+    const id = this.nextId++;
+    return new Promise((resolve, reject) => {
+      slot.pending.set(id, { resolve, reject });
+      slot.worker.postMessage({ ...body, id }, transfer);
+    });
+  }
+
+  /** Loads the model's session on every worker; resolves with the provider it runs on. */
+  async warmup(model: ModelSpec): Promise<ExecutionProvider> {
+    const replies = await Promise.all(this.slots.map(() => this.submit({ type: 'warmup', model })));
+    const r = replies[0];
+    return r.type === 'warmup' ? r.ep : 'cpu';
+  }
+
+  /** Decode, letterbox, run and NMS on a worker. The image bytes are copied once into a transferable buffer. */
+  async detect(model: ModelSpec, image: Uint8Array, options: DetectOptions): Promise<DetectResult> {
+    const copy = new Uint8Array(image);
+    const r = await this.submit({ type: 'detect', model, image: copy, options }, [copy.buffer]);
+    if (r.type !== 'detect') throw new Error(`unexpected worker reply ${r.type}`);
+    return r;
+  }
+
+  get inFlight(): number {
+    return this.slots.reduce((n, s) => n + s.pending.size, 0);
+  }
+
+  async close(): Promise<void> {
+    this.closed = true;
+    await Promise.all(this.slots.map((s) => s.worker.terminate()));
+  }
+}

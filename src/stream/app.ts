@@ -1,0 +1,82 @@
+/**
+ * The fastify application: shared things (configuration, model registry, worker pool, task
+ * services) are decorated once; each route group is a plugin with its schemas; one error handler
+ * turns every failure into `{"error": {"code", "message"}}` with the right status.
+ */
+import multipart from '@fastify/multipart';
+import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import type { ServerConfig } from '../config.js';
+import { FoveaError } from '../errors.js';
+import { ModelRegistry } from '../models/registry.js';
+import { DetectService } from '../pipeline/detect.js';
+import { InferencePool } from '../pipeline/pool.js';
+import { detectRoutes } from './routes/detect.js';
+import { modelRoutes } from './routes/models.js';
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    config: ServerConfig;
+    registry: ModelRegistry;
+    pool: InferencePool;
+    detector: DetectService;
+    /** The execution provider sessions actually run on (after any CUDA fallback). */
+    ep: string;
+  }
+}
+
+export const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
+
+/** fastify's own error codes → the one error shape. */
+function classify(err: FastifyError): FoveaError {
+  if (err instanceof FoveaError) return err;
+  const code = err.code ?? '';
+  if (code === 'FST_ERR_CTP_BODY_TOO_LARGE' || code === 'FST_REQ_FILE_TOO_LARGE') return new FoveaError(413, 'body_too_large', err.message);
+  if (code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return new FoveaError(415, 'unsupported_media_type', `${err.message}; send image/jpeg, image/png, image/webp or multipart/form-data`);
+  if (err.validation) return new FoveaError(422, 'invalid_value', err.message);
+  if (code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || code.startsWith('FST_ERR_CTP') || code.startsWith('FST_INVALID_MULTIPART') || code === 'FST_PARTS_LIMIT' || code === 'FST_FILES_LIMIT' || code === 'FST_FIELDS_LIMIT')
+    return new FoveaError(400, 'bad_request', err.message);
+  if (err.statusCode && err.statusCode >= 400 && err.statusCode < 500) return new FoveaError(400, 'bad_request', err.message);
+  return new FoveaError(500, 'internal', 'internal error');
+}
+
+export async function buildApp(config: ServerConfig, registry = new ModelRegistry()): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
+    bodyLimit: config.bodyLimit,
+    ajv: { customOptions: { coerceTypes: true, allErrors: false } },
+  });
+  const pool = new InferencePool({ workers: config.workers, ep: config.ep, maxPixels: config.maxPixels, log: (level, m) => app.log[level](m) });
+  app.decorate('config', config);
+  app.decorate('registry', registry);
+  app.decorate('pool', pool);
+  app.decorate('detector', new DetectService(registry, pool));
+  app.decorate('ep', config.ep);
+  app.addHook('onClose', async () => pool.close());
+
+  app.setErrorHandler((err: FastifyError, req, reply) => {
+    const e = classify(err);
+    if (e.status >= 500) req.log.error({ err }, 'request failed');
+    reply.status(e.status).send(e.toJSON());
+  });
+  app.setNotFoundHandler((req, reply) => {
+    reply.status(404).send(new FoveaError(404, 'not_found', `no route ${req.method} ${req.url}`).toJSON());
+  });
+
+  // Image bodies arrive as raw bytes; multipart bodies go to @fastify/multipart.
+  app.addContentTypeParser([...IMAGE_TYPES], { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
+  await app.register(multipart, { limits: { fileSize: config.bodyLimit, files: 4, fields: 16, fieldSize: 64 * 1024, parts: 20 } });
+
+  await app.register(modelRoutes);
+  await app.register(detectRoutes, { prefix: '/v1' });
+  return app;
+}
+
+/** Builds and loads the preloaded models, so readiness means the first request is fast. */
+export async function preload(app: FastifyInstance): Promise<void> {
+  for (const id of app.config.preload) {
+    const ep = await app.pool.warmup(app.detector.spec(id));
+    app.ep = ep;
+    const info = app.registry.info(id);
+    if (!info.trained) app.log.warn(`${id}: no weights given — serving the seeded (untrained) graph; every answer carries trained: false`);
+  }
+}

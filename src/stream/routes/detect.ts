@@ -1,0 +1,62 @@
+/** `POST /v1/detect`: a raw image body (image/jpeg|png|webp) or a multipart field `image`. */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { badInput } from '../../errors.js';
+import type { DetectRequest } from '../../pipeline/detect.js';
+
+const querySchema = {
+  type: 'object',
+  properties: {
+    model: { type: 'string', minLength: 1, maxLength: 64 },
+    size: { type: 'integer', minimum: 32, maximum: 4096 },
+    conf: { type: 'number', minimum: 0, maximum: 1 },
+    iou: { type: 'number', minimum: 0, maximum: 1 },
+    maxDet: { type: 'integer', minimum: 1, maximum: 10000 },
+  },
+  additionalProperties: false,
+} as const;
+
+const detectionSchema = {
+  type: 'object',
+  properties: {
+    box: { type: 'array', items: { type: 'number' }, minItems: 4, maxItems: 4 },
+    score: { type: 'number' },
+    classId: { type: 'integer' },
+    label: { type: 'string' },
+    trackId: { type: 'integer' },
+  },
+  required: ['box', 'score', 'classId', 'label'],
+} as const;
+
+const ms = { type: 'number' } as const;
+const responseSchema = {
+  type: 'object',
+  properties: {
+    model: { type: 'object', properties: { id: { type: 'string' }, trained: { type: 'boolean' }, input: { type: 'array', items: { type: 'integer' } } } },
+    image: { type: 'object', properties: { width: { type: 'integer' }, height: { type: 'integer' } } },
+    detections: { type: 'array', items: detectionSchema },
+    timings: { type: 'object', properties: { decode: ms, preprocess: ms, infer: ms, post: ms } },
+  },
+} as const;
+
+/** The image bytes of a request: the raw body, or the multipart part named `image` (other parts are drained). */
+export async function imageBytes(req: FastifyRequest): Promise<Buffer> {
+  if (!req.isMultipart()) {
+    const body = req.body;
+    if (!Buffer.isBuffer(body) || body.length === 0) throw badInput('the request body is empty; send image bytes', 'empty_body');
+    return body;
+  }
+  let image: Buffer | undefined;
+  for await (const part of req.parts()) {
+    if (part.type === 'file' && part.fieldname === 'image' && !image) image = await part.toBuffer();
+    else if (part.type === 'file') part.file.resume();
+  }
+  if (!image) throw badInput("multipart request has no file field named 'image'", 'missing_field');
+  return image;
+}
+
+export async function detectRoutes(app: FastifyInstance): Promise<void> {
+  app.post('/detect', { schema: { querystring: querySchema, response: { 200: responseSchema } } }, async (req) => {
+    const image = await imageBytes(req);
+    return app.detector.detect(image, req.query as DetectRequest);
+  });
+}
