@@ -167,6 +167,20 @@ describe('scaleBoxes and letterboxBoxes', () => {
     const there = letterboxBoxes(boxesOnly([0, 0, 810, 1080]), geom);
     [80, 0, 560, 640].forEach((v, k) => expect(there.boxes[k]).toBeCloseTo(v, 3));
   });
+  it('rounds the pad as round(d/2 − 0.1) half-to-even: 117×1000 at 640 has pad x 282, not 283', () => {
+    // gain 0.64, (640 − 74.88)/2 = 282.56 → round(282.46) = 282.
+    const geom = letterboxGeometry(117, 1000, 640, 640);
+    const back = scaleBoxes(boxesOnly([282, 0, 282 + 64, 640]), geom);
+    [0, 0, 100, 1000].forEach((v, k) => expect(back.boxes[k]).toBeCloseTo(v, 3));
+  });
+
+  it("uses scale_boxes' own pad, which can be a pixel off the letterbox pad (101×1000 at 640: 288 vs 287)", () => {
+    // ultralytics recomputes the pad from the unrounded 64.64 px width, not from the 65 px it resized to.
+    const geom = letterboxGeometry(101, 1000, 640, 640);
+    expect(geom.padLeft).toBe(287);
+    const back = scaleBoxes(boxesOnly([288, 0, 288 + 64, 640]), geom);
+    [0, 0, 100, 1000].forEach((v, k) => expect(back.boxes[k]).toBeCloseTo(v, 3));
+  });
 });
 
 describe('postprocessDetect and toJson', () => {

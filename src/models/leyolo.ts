@@ -66,6 +66,8 @@ const DETECT_INDEX = LAYERS.length; // model.35
 export interface BuildOptions {
   /** Keep BatchNormalization nodes (the unfolded twin for tests). */
   unfoldedBn?: boolean;
+  /** Also output `raw` [batch, 64 + nc, N], the head before DFL decode (tests check the decode against it). */
+  rawOutput?: boolean;
 }
 
 /** parse_model's channel scaling: make_divisible(min(c, max_channels) · width, 8), rounding up. */
@@ -149,6 +151,7 @@ function detect(g: Graph, p: Params, feats: readonly Value[], size: number, cfg:
     return reshape(g, concat(g, [box, cls], 1), [batch, 4 * REG_MAX + nc, hw]);
   });
   const xCat = concat(g, levels, 2);
+  if (o.rawOutput) g.output(xCat, 'raw');
   const { points, strides, count } = anchorPoints(size);
   const box = slice(g, xCat, 1, 0, 4 * REG_MAX);
   const cls = slice(g, xCat, 1, 4 * REG_MAX, 4 * REG_MAX + nc);

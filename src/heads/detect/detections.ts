@@ -41,8 +41,8 @@ export function selectDetections(d: Detections, order: ArrayLike<number>, count 
 }
 
 /** Row indices sorted by score, highest first; ties keep the lower index first (torchvision's stable sort). */
-export function scoreOrder(scores: Float32Array, rows: Uint32Array = identityRows(scores.length)): Uint32Array {
-  return rows.sort((a, b) => scores[b] - scores[a] || b - a);
+export function scoreOrder(scores: Float32Array | Float64Array, rows: Uint32Array = identityRows(scores.length)): Uint32Array {
+  return rows.sort((a, b) => scores[b] - scores[a] || a - b);
 }
 
 function identityRows(n: number): Uint32Array {

@@ -106,8 +106,9 @@ export class Params {
     return n;
   }
 
-  requestedKeys(): string[] {
-    return [...this.store.requests.keys()];
+  /** Every key requested so far with its shape, and whether it is a buffer (running statistics). */
+  requested(): Array<{ key: string; shape: readonly number[]; buffer: boolean }> {
+    return [...this.store.requests].map(([key, r]) => ({ key, ...r }));
   }
 
   /** Throws, naming the first missing and unexpected keys and every shape mismatch, unless the checkpoint fits exactly. */
