@@ -32,11 +32,11 @@ interface Slot {
   pending: Map<number, Pending>;
 }
 
-/** Under vitest the sources are TypeScript: the worker then loads through tsx. */
+/** Under vitest the sources are TypeScript: the worker then registers tsx's loader before importing its module. */
 function spawn(config: WorkerConfig): Worker {
-  const ts = import.meta.url.endsWith('.ts');
-  const url = new URL(ts ? './worker.ts' : './worker.js', import.meta.url);
-  return new Worker(url, { workerData: config, execArgv: ts ? ['--import', 'tsx'] : [] });
+  if (!import.meta.url.endsWith('.ts')) return new Worker(new URL('./worker.js', import.meta.url), { workerData: config });
+  const entry = JSON.stringify(new URL('./worker.ts', import.meta.url).href);
+  return new Worker(`import('tsx/esm/api').then((t) => { t.register(); return import(${entry}); });`, { eval: true, workerData: config });
 }
 
 export class InferencePool {

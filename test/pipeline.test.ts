@@ -1,0 +1,68 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { FoveaError } from '../src/errors.js';
+import { ModelRegistry } from '../src/models/registry.js';
+import { DetectService, detectOptions } from '../src/pipeline/detect.js';
+import { InferencePool } from '../src/pipeline/pool.js';
+
+const bus = readFileSync(new URL('../../shared/fixtures/images/bus.jpg', import.meta.url));
+const cacheDir = mkdtempSync(join(tmpdir(), 'fovea-cache-'));
+afterAll(() => rmSync(cacheDir, { recursive: true, force: true }));
+
+describe('inference workers', () => {
+  it('asked for CUDA where the provider is not installed, warns clearly and runs on the CPU', async () => {
+    const logs: string[] = [];
+    const pool = new InferencePool({ ep: 'cuda', log: (level, m) => logs.push(`${level}: ${m}`) });
+    try {
+      const service = new DetectService(new ModelRegistry({ cacheDir }), pool);
+      expect(await pool.warmup(service.spec('leyolo-nano', 320))).toBe('cpu');
+      expect(logs.join('\n')).toMatch(/warn: CUDA execution provider unavailable.*running on CPU/);
+      const r = await service.detect(bus, { size: 320 });
+      expect(r.image).toEqual({ width: 810, height: 1080 });
+    } finally {
+      await pool.close();
+    }
+  });
+
+  it('a worker that dies fails only its own jobs, and a new worker takes over', async () => {
+    const pool = new InferencePool({ log: () => undefined });
+    try {
+      const service = new DetectService(new ModelRegistry({ cacheDir }), pool);
+      await pool.warmup(service.spec('leyolo-nano', 320));
+      const slots = (pool as unknown as { slots: Array<{ worker: { terminate(): Promise<number> } }> }).slots;
+      const inflight = service.detect(bus, { size: 320 });
+      await slots[0].worker.terminate();
+      await expect(inflight).rejects.toMatchObject({ status: 503 });
+      const r = await service.detect(bus, { size: 320 });
+      expect(r.image.width).toBe(810);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe('model registry', () => {
+  it('caches the built graph on disk: a second registry finds the same file without rebuilding', () => {
+    const a = new ModelRegistry({ cacheDir }).build('leyolo-nano', 320);
+    const before = readFileSync(a.path);
+    const b = new ModelRegistry({ cacheDir }).build('leyolo-nano', 320);
+    expect(b.path).toBe(a.path);
+    expect(Buffer.compare(readFileSync(b.path), before)).toBe(0);
+  });
+
+  it('refuses unknown models (404) and bad sizes (422)', () => {
+    const r = new ModelRegistry({ cacheDir });
+    expect(() => r.build('yolo-v99')).toThrow(expect.objectContaining({ status: 404 }));
+    for (const s of [333, 0, 16, 4096]) expect(() => r.resolveSize('leyolo-nano', s)).toThrow(expect.objectContaining({ status: 422 }));
+    expect(r.resolveSize('leyolo-nano', 480)).toBe(480);
+  });
+
+  it('detect options: defaults 0.25 / 0.7 / 300, and out-of-range values are 422', () => {
+    expect(detectOptions({})).toEqual({ conf: 0.25, iou: 0.7, maxDet: 300 });
+    for (const bad of [{ conf: 2 }, { iou: -1 }, { maxDet: 0 }, { maxDet: 1.5 }, { conf: Number.NaN }]) {
+      expect(() => detectOptions(bad)).toThrow(FoveaError);
+    }
+  });
+});
