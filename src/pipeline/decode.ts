@@ -36,7 +36,8 @@ export async function probeImage(buf: Uint8Array, limits: DecodeLimits): Promise
   if (buf.length === 0) throw badInput('the request body is empty; send image bytes', 'empty_body');
   let meta: Metadata;
   try {
-    meta = await sharp(buf).metadata();
+    // No pixel limit here: sharp's default would refuse big headers before our own 413 check can.
+    meta = await sharp(buf, { limitInputPixels: false }).metadata();
   } catch (err) {
     throw undecodable(sharpMessage(err));
   }
