@@ -4,12 +4,15 @@
  * turns every failure into `{"error": {"code", "message"}}` with the right status.
  */
 import multipart from '@fastify/multipart';
-import Fastify, { type FastifyError, type FastifyInstance } from 'fastify';
+import Fastify, { type ConnectionError, type FastifyError, type FastifyInstance } from 'fastify';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import type { ServerConfig } from '../config.js';
 import { FoveaError } from '../errors.js';
 import { ModelRegistry } from '../models/registry.js';
 import { DetectService } from '../pipeline/detect.js';
 import { InferencePool } from '../pipeline/pool.js';
+import { IMAGE_TYPES } from './media.js';
 import { detectRoutes } from './routes/detect.js';
 import { modelRoutes } from './routes/models.js';
 
@@ -24,7 +27,7 @@ declare module 'fastify' {
   }
 }
 
-export const IMAGE_TYPES = ['image/jpeg', 'image/png', 'image/webp'] as const;
+export { IMAGE_TYPES } from './media.js';
 
 /** fastify's own error codes → the one error shape. */
 function classify(err: FastifyError): FoveaError {
@@ -39,10 +42,27 @@ function classify(err: FastifyError): FoveaError {
   return new FoveaError(500, 'internal', 'internal error');
 }
 
+/**
+ * Malformed HTTP (node's parser gives up before fastify sees a request: a bad request line, bytes
+ * past a short content-length) gets the one error shape too, not fastify's default body.
+ */
+function clientError(err: ConnectionError, socket: Socket): void {
+  if (err.code === 'ECONNRESET' || socket.destroyed) return;
+  const [status, code, message]: [number, string, string] =
+    err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? [408, 'request_timeout', 'the request did not arrive in time']
+    : err.code === 'HPE_HEADER_OVERFLOW' ? [431, 'headers_too_large', 'the request headers are too large']
+    : [400, 'bad_request', `malformed HTTP request: ${err.message}`];
+  const body = JSON.stringify({ error: { code, message } });
+  if (socket.writable)
+    socket.write(`HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Length: ${Buffer.byteLength(body)}\r\nContent-Type: application/json; charset=utf-8\r\nConnection: close\r\n\r\n${body}`);
+  socket.destroy(err);
+}
+
 export async function buildApp(config: ServerConfig, registry = new ModelRegistry()): Promise<FastifyInstance> {
   const app = Fastify({
     logger: config.logLevel === 'silent' ? false : { level: config.logLevel },
     bodyLimit: config.bodyLimit,
+    clientErrorHandler: clientError,
     ajv: { customOptions: { coerceTypes: true, allErrors: false } },
   });
   const pool = new InferencePool({ workers: config.workers, ep: config.ep, maxPixels: config.maxPixels, log: (level, m) => app.log[level](m) });

@@ -1,7 +1,8 @@
 /** `POST /v1/detect`: a raw image body (image/jpeg|png|webp) or a multipart field `image`. */
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { badInput } from '../../errors.js';
+import { FoveaError, badInput, unsupportedMedia } from '../../errors.js';
 import type { DetectRequest } from '../../pipeline/detect.js';
+import { isImageMedia, mediaType } from '../media.js';
 
 const querySchema = {
   type: 'object',
@@ -46,16 +47,42 @@ export async function imageBytes(req: FastifyRequest): Promise<Buffer> {
     return body;
   }
   let image: Buffer | undefined;
-  for await (const part of req.parts()) {
-    if (part.type === 'file' && part.fieldname === 'image' && !image) image = await part.toBuffer();
-    else if (part.type === 'file') part.file.resume();
+  try {
+    for await (const part of req.parts()) {
+      if (part.type === 'file' && part.fieldname === 'image' && !image) image = await part.toBuffer();
+      else if (part.type === 'file') part.file.resume();
+    }
+  } catch (err) {
+    throw multipartError(err);
   }
   if (!image) throw badInput("multipart request has no file field named 'image'", 'missing_field');
   return image;
 }
 
+/**
+ * busboy reports a malformed body (no boundary, cut-off parts) as a plain Error without a code: that
+ * is the client's fault (400). fastify's own errors (file too large → 413) and ours pass through.
+ */
+function multipartError(err: unknown): unknown {
+  if (err instanceof FoveaError) return err;
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && code.startsWith('FST_')) return err;
+  const detail = err instanceof Error ? err.message : String(err);
+  return badInput(`malformed multipart body: ${detail}`, 'bad_multipart');
+}
+
+/**
+ * Refuses a body that is neither an image nor multipart before it is read. Without this, fastify's
+ * built-in text/plain and application/json parsers would accept it and the route would answer 400.
+ */
+async function requireImageMedia(req: FastifyRequest): Promise<void> {
+  const type = mediaType(req.headers['content-type']);
+  if (type !== '' && !isImageMedia(type))
+    throw unsupportedMedia(`content type '${type}' is not accepted; send image/jpeg, image/png, image/webp or multipart/form-data`);
+}
+
 export async function detectRoutes(app: FastifyInstance): Promise<void> {
-  app.post('/detect', { schema: { querystring: querySchema, response: { 200: responseSchema } } }, async (req) => {
+  app.post('/detect', { onRequest: requireImageMedia, schema: { querystring: querySchema, response: { 200: responseSchema } } }, async (req) => {
     const image = await imageBytes(req);
     return app.detector.detect(image, req.query as DetectRequest);
   });
