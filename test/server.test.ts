@@ -277,6 +277,17 @@ describe('GET /v1/models and /healthz', () => {
   });
 });
 
+describe('GET /docs', () => {
+  it('serves the OpenAPI document built from the route schemas', async () => {
+    const res = await fetch(`${base}/docs`);
+    expect(res.status).toBe(200);
+    const doc = (await res.json()) as { openapi: string; paths: Record<string, Record<string, { parameters?: { name: string }[] }>> };
+    expect(doc.openapi).toMatch(/^3\./);
+    expect(Object.keys(doc.paths)).toEqual(expect.arrayContaining(['/v1/detect', '/v1/models', '/healthz']));
+    expect(doc.paths['/v1/detect'].post.parameters?.map((p) => p.name)).toEqual(expect.arrayContaining(['model', 'size', 'conf', 'iou', 'maxDet']));
+  });
+});
+
 describe('bad input gets its status and the one error shape, and the server keeps serving', () => {
   const cases: { name: string; status: number; send: () => Promise<Response> }[] = [
     { name: 'an empty body → 400', status: 400, send: () => postImage(new Uint8Array(0), 'image/jpeg') },

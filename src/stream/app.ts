@@ -4,6 +4,7 @@
  * turns every failure into `{"error": {"code", "message"}}` with the right status.
  */
 import multipart from '@fastify/multipart';
+import swagger from '@fastify/swagger';
 import Fastify, { type ConnectionError, type FastifyError, type FastifyInstance } from 'fastify';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
@@ -85,6 +86,10 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
   // Image bodies arrive as raw bytes; multipart bodies go to @fastify/multipart.
   app.addContentTypeParser([...IMAGE_TYPES], { parseAs: 'buffer', bodyLimit: config.bodyLimit }, (_req, body, done) => done(null, body));
   await app.register(multipart, { limits: { fileSize: config.bodyLimit, files: 4, fields: 16, fieldSize: 64 * 1024, parts: 20 } });
+
+  // OpenAPI from the route schemas; served as JSON at /docs (no UI assets: nothing is fetched from a CDN).
+  await app.register(swagger, { openapi: { info: { title: 'fovea', description: 'Real-time vision inference', version: '0.1.0' } } });
+  app.get('/docs', { schema: { hide: true } }, async () => app.swagger());
 
   await app.register(modelRoutes);
   await app.register(detectRoutes, { prefix: '/v1' });
