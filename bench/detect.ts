@@ -57,7 +57,7 @@ export async function benchDetect(o: DetectBenchOptions): Promise<{ results: Siz
   const results: SizeResult[] = [];
   try {
     for (const size of o.sizes) {
-      const spec = app.detector.spec(o.model, size);
+      const spec = await app.detector.spec(o.model, size);
       await app.pool.warmup(spec);
       const rows: DetectResponse[] = [];
       const trips: number[] = [];

@@ -4,7 +4,9 @@ import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { defaultConfig, type ServerConfig } from './config.js';
 import { FoveaError } from './errors.js';
-import { ModelRegistry } from './models/registry.js';
+import { CheckpointMismatchError } from './models/graph/params.js';
+import { CheckpointError } from './models/io/index.js';
+import { DEFAULT_MODEL, ModelRegistry } from './models/registry.js';
 import { DetectService } from './pipeline/detect.js';
 import type { ExecutionProvider } from './pipeline/messages.js';
 import { InferencePool } from './pipeline/pool.js';
@@ -31,15 +33,19 @@ const ep = (v: string | undefined): ExecutionProvider | undefined => {
   throw new UsageError(`--ep must be cpu or cuda, got '${v}'`);
 };
 
-/** Checkpoint loading lands with the checkpoint readers; until then the flag says so plainly. */
-function rejectWeights(weights: string[] | string | undefined): void {
-  const list = weights === undefined ? [] : Array.isArray(weights) ? weights : [weights];
-  if (list.length) throw new UsageError(`--weights is not yet supported: checkpoint import is not implemented in this version (got ${list.join(', ')})`);
+/** `--weights MODEL=PATH` (serve) into a map; a bare PATH applies to the default model. */
+function weightsMap(list: string[] | undefined): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const w of list ?? []) {
+    const eq = w.indexOf('=');
+    if (eq > 0) out[w.slice(0, eq)] = w.slice(eq + 1);
+    else out[DEFAULT_MODEL] = w;
+  }
+  return out;
 }
 
 async function serve(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, ep: { type: 'string' }, workers: { type: 'string' }, weights: { type: 'string', multiple: true } } });
-  rejectWeights(values.weights);
   const base = defaultConfig();
   const config: ServerConfig = {
     ...base,
@@ -47,6 +53,7 @@ async function serve(args: string[]): Promise<void> {
     host: values.host ?? base.host,
     ep: ep(values.ep) ?? base.ep,
     workers: num(values.workers, 'workers') ?? base.workers,
+    weights: weightsMap(values.weights),
   };
   const app = await buildApp(config);
   await preload(app);
@@ -62,11 +69,12 @@ async function detect(args: string[]): Promise<void> {
     allowPositionals: true,
     options: { model: { type: 'string' }, size: { type: 'string' }, conf: { type: 'string' }, iou: { type: 'string' }, 'max-det': { type: 'string' }, weights: { type: 'string' }, ep: { type: 'string' } },
   });
-  rejectWeights(values.weights);
   if (positionals.length !== 1) throw new UsageError('detect takes one IMAGE path');
+  const registry = new ModelRegistry();
+  if (values.weights) await registry.useWeights(values.model ?? DEFAULT_MODEL, values.weights);
   const pool = new InferencePool({ ep: ep(values.ep) ?? 'cpu', log: (level, m) => console.error(`${level}: ${m}`) });
   try {
-    const service = new DetectService(new ModelRegistry(), pool);
+    const service = new DetectService(registry, pool);
     const r = await service.detect(readFileSync(positionals[0]), {
       model: values.model,
       size: num(values.size, 'size'),
@@ -89,11 +97,12 @@ function models(args: string[]): void {
   for (const m of list) console.log([m.id, m.task, m.family, m.variant, m.params, m.trained, m.input.join('x')].join('\t'));
 }
 
-function build(args: string[]): void {
+async function build(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { size: { type: 'string' }, weights: { type: 'string' } } });
-  rejectWeights(values.weights);
   if (positionals.length !== 1) throw new UsageError('build takes one MODEL id');
-  const b = new ModelRegistry().build(positionals[0], num(values.size, 'size'));
+  const registry = new ModelRegistry();
+  if (values.weights) await registry.useWeights(positionals[0], values.weights);
+  const b = await registry.build(positionals[0], num(values.size, 'size'));
   console.log(JSON.stringify({ id: b.info.id, size: b.size, path: b.path, params: b.info.params, trained: b.info.trained }));
 }
 
@@ -121,6 +130,8 @@ async function main(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).catch((e: unknown) => {
   if (e instanceof UsageError) console.error(`fovea: ${e.message}\n${USAGE}`);
   else if (e instanceof FoveaError) console.error(`fovea: ${e.code}: ${e.message}`);
+  else if (e instanceof CheckpointError || e instanceof CheckpointMismatchError) console.error(`fovea: ${e.message}`);
+  else if ((e as NodeJS.ErrnoException).code === 'ENOENT') console.error(`fovea: ${(e as Error).message}`);
   else if (e instanceof TypeError && (e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) console.error(`fovea: ${e.message}\n${USAGE}`);
   else console.error(e);
   process.exit(2);

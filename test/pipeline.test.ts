@@ -17,7 +17,7 @@ describe('inference workers', () => {
     const pool = new InferencePool({ ep: 'cuda', log: (level, m) => logs.push(`${level}: ${m}`) });
     try {
       const service = new DetectService(new ModelRegistry({ cacheDir }), pool);
-      expect(await pool.warmup(service.spec('leyolo-nano', 320))).toBe('cpu');
+      expect(await pool.warmup(await service.spec('leyolo-nano', 320))).toBe('cpu');
       expect(logs.join('\n')).toMatch(/warn: CUDA execution provider unavailable.*running on CPU/);
       const r = await service.detect(bus, { size: 320 });
       expect(r.image).toEqual({ width: 810, height: 1080 });
@@ -30,7 +30,7 @@ describe('inference workers', () => {
     const pool = new InferencePool({ log: () => undefined });
     try {
       const service = new DetectService(new ModelRegistry({ cacheDir }), pool);
-      await pool.warmup(service.spec('leyolo-nano', 320));
+      await pool.warmup(await service.spec('leyolo-nano', 320));
       const slots = (pool as unknown as { slots: Array<{ worker: { terminate(): Promise<number> } }> }).slots;
       const inflight = service.detect(bus, { size: 320 });
       await slots[0].worker.terminate();
@@ -44,10 +44,10 @@ describe('inference workers', () => {
 });
 
 describe('model registry', () => {
-  it('caches the built graph on disk: a second registry finds the same file without rebuilding', () => {
-    const a = new ModelRegistry({ cacheDir }).build('leyolo-nano', 320);
+  it('caches the built graph on disk: a second registry finds the same file without rebuilding', async () => {
+    const a = await new ModelRegistry({ cacheDir }).build('leyolo-nano', 320);
     const before = readFileSync(a.path);
-    const b = new ModelRegistry({ cacheDir }).build('leyolo-nano', 320);
+    const b = await new ModelRegistry({ cacheDir }).build('leyolo-nano', 320);
     expect(b.path).toBe(a.path);
     expect(Buffer.compare(readFileSync(b.path), before)).toBe(0);
   });

@@ -5,15 +5,24 @@
  */
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { invalidValue, notFound } from '../errors.js';
-import { Params } from './graph/params.js';
+import { Params, type StateDict } from './graph/params.js';
 import { saveModel } from './graph/serialize.js';
+import { readStateDict } from './io/index.js';
 import { SIZE_MULTIPLE, buildLeYolo, variants as leyoloVariants, type LeYoloVariant } from './leyolo.js';
 
 /** Bump when a builder's output changes, so cached graphs are rebuilt. */
 export const BUILDER_VERSION = 'fovea-builder-1';
+
+/** A checkpoint named by the user: its digest keys the cache; its tensors are read only when a graph must be built. */
+interface Weights {
+  readonly path: string;
+  readonly digest: string;
+  stateDict?: Promise<StateDict>;
+}
 
 export type Task = 'detect';
 
@@ -73,7 +82,8 @@ export interface RegistryOptions {
 export class ModelRegistry {
   private readonly cacheDir: string;
   private readonly infos = new Map<string, ModelInfo>();
-  private readonly built = new Map<string, BuiltModel>();
+  private readonly built = new Map<string, Promise<BuiltModel>>();
+  private readonly weights = new Map<string, Weights>();
 
   constructor(opts: RegistryOptions = {}) {
     this.cacheDir = opts.cacheDir ?? defaultCacheDir();
@@ -113,28 +123,50 @@ export class ModelRegistry {
     return s;
   }
 
+  /**
+   * Serves `id` with the official checkpoint at `path`: the model becomes `trained: true`, and the
+   * default-size graph is built (or found in the cache) now, so a checkpoint that does not fit the
+   * model is refused at start, naming the first missing and unexpected keys.
+   */
+  async useWeights(id: string, path: string): Promise<BuiltModel> {
+    const info = this.info(id);
+    const digest = createHash('sha256').update(await readFile(path)).digest('hex').slice(0, 16);
+    this.weights.set(id, { path, digest });
+    this.infos.set(id, { ...info, trained: true });
+    for (const key of [...this.built.keys()]) if (key.startsWith(`${id}@`)) this.built.delete(key);
+    return this.build(id);
+  }
+
   /** Builds (or finds in the cache) the graph of `id` at `size`. */
-  build(id: string, size?: number): BuiltModel {
+  build(id: string, size?: number): Promise<BuiltModel> {
     const info = this.info(id);
     const s = this.resolveSize(id, size);
     const memo = `${id}@${s}`;
-    const have = this.built.get(memo);
-    if (have) return have;
-    const f = MODELS[id];
-    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, id, s, 'seeded:0'])).digest('hex').slice(0, 16);
-    const path = join(this.cacheDir, `${id}-${s}-${key}.onnx`);
+    let b = this.built.get(memo);
+    if (!b) {
+      b = this.buildUncached(info, s);
+      b.catch(() => this.built.delete(memo));
+      this.built.set(memo, b);
+    }
+    return b;
+  }
+
+  private async buildUncached(info: ModelInfo, s: number): Promise<BuiltModel> {
+    const f = MODELS[info.id];
+    const w = this.weights.get(info.id);
+    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, s, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
+    const path = join(this.cacheDir, `${info.id}-${s}-${key}.onnx`);
     if (!existsSync(path)) {
+      const params = w ? Params.fromStateDict(await (w.stateDict ??= readStateDict(w.path))) : Params.seeded(0);
+      const g = buildLeYolo(f.variant, s, params);
       mkdirSync(this.cacheDir, { recursive: true });
-      const g = buildLeYolo(f.variant, s, Params.seeded(0));
       // Write then rename, so a concurrent start never loads a half-written file.
       const tmp = `${path}.${process.pid}.tmp`;
-      saveModel(g.toModel({ model: id, size: String(s), trained: 'false' }), tmp);
+      saveModel(g.toModel({ model: info.id, size: String(s), trained: String(info.trained) }), tmp);
       renameSync(tmp, path);
     }
     const numAnchors = [8, 16, 32].reduce((n, st) => n + (s / st) ** 2, 0);
-    const b: BuiltModel = { info, size: s, key: `${id}@${s}:${key}`, path, numAnchors };
-    this.built.set(memo, b);
-    return b;
+    return { info, size: s, key: `${info.id}@${s}:${key}`, path, numAnchors };
   }
 
   /** The serialized graph of a built model (for sessions created from bytes). */

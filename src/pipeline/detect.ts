@@ -41,8 +41,8 @@ export class DetectService {
     readonly pool: InferencePool,
   ) {}
 
-  spec(id: string, size?: number): ModelSpec {
-    const b = this.registry.build(id, size);
+  async spec(id: string, size?: number): Promise<ModelSpec> {
+    const b = await this.registry.build(id, size);
     return { key: b.key, path: b.path, size: b.size, numClasses: b.info.numClasses, numAnchors: b.numAnchors };
   }
 
@@ -54,7 +54,7 @@ export class DetectService {
     const t0 = performance.now();
     await probeImage(image, { maxPixels: this.pool.config.maxPixels });
     const probeMs = performance.now() - t0;
-    const r = await this.pool.detect(this.spec(id, size), image, options);
+    const r = await this.pool.detect(await this.spec(id, size), image, options);
     const t1 = performance.now();
     const detections = toJson({ boxes: r.boxes, scores: r.scores, classIds: r.classIds }, COCO80);
     const jsonMs = performance.now() - t1;

@@ -66,6 +66,7 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
     clientErrorHandler: clientError,
     ajv: { customOptions: { coerceTypes: true, allErrors: false } },
   });
+  for (const [id, path] of Object.entries(config.weights)) await registry.useWeights(id, path);
   const pool = new InferencePool({ workers: config.workers, ep: config.ep, maxPixels: config.maxPixels, log: (level, m) => app.log[level](m) });
   app.decorate('config', config);
   app.decorate('registry', registry);
@@ -99,7 +100,7 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
 /** Builds and loads the preloaded models, so readiness means the first request is fast. */
 export async function preload(app: FastifyInstance): Promise<void> {
   for (const id of app.config.preload) {
-    const ep = await app.pool.warmup(app.detector.spec(id));
+    const ep = await app.pool.warmup(await app.detector.spec(id));
     app.ep = ep;
     const info = app.registry.info(id);
     if (!info.trained) app.log.warn(`${id}: no weights given — serving the seeded (untrained) graph; every answer carries trained: false`);
