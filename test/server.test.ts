@@ -525,11 +525,24 @@ describe('the CLI', () => {
     expect(printed.detections).toEqual(served.detections);
   });
 
-  it('`detect --weights x.pt` exits non-zero and says checkpoints are not yet supported', async () => {
-    const r = await runCli(['detect', fileURLToPath(fixtureUrl('bus.jpg')), '--weights', 'x.pt']);
+  it('`detect --weights` with a missing file exits non-zero, naming the file', async () => {
+    const r = await runCli(['detect', fileURLToPath(fixtureUrl('bus.jpg')), '--weights', 'no-such-checkpoint.pt']);
     expect(r.code).not.toBe(0);
-    expect(r.stderr).toMatch(/not yet supported/);
+    expect(r.stderr).toMatch(/no-such-checkpoint\.pt/);
     expect(r.stdout).toBe('');
+  });
+
+  it('`detect --weights` with the official checkpoint prints trained detections; a checkpoint for another model is refused, naming keys', async () => {
+    const ckpt = fileURLToPath(new URL('../../shared/fixtures/weights/LeYOLONano.pt', import.meta.url));
+    const ok = await runCli(['detect', fileURLToPath(fixtureUrl('bus.jpg')), '--weights', ckpt]);
+    expect(ok.code).toBe(0);
+    const printed = JSON.parse(ok.stdout) as { model: { trained: boolean }; detections: { label: string }[] };
+    expect(printed.model.trained).toBe(true);
+    expect(printed.detections.map((d) => d.label)).toEqual(['person', 'person', 'bus', 'person', 'person', 'skateboard']);
+    const wrong = await runCli(['detect', fileURLToPath(fixtureUrl('bus.jpg')), '--model', 'leyolo-small', '--weights', ckpt]);
+    expect(wrong.code).not.toBe(0);
+    expect(wrong.stderr).toMatch(/checkpoint does not fit the model .*shape mismatches: model\.0\.c\.weight: checkpoint \[16, 3, 3, 3\], model \[24, 3, 3, 3\]/);
+    expect(wrong.stdout).toBe('');
   });
 
   it('an unknown command exits non-zero and names it', async () => {
