@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sharp from 'sharp';
 import { afterAll, describe, expect, it } from 'vitest';
 import { FoveaError } from '../src/errors.js';
 import { ModelRegistry } from '../src/models/registry.js';
@@ -37,6 +38,26 @@ describe('inference workers', () => {
       await expect(inflight).rejects.toMatchObject({ status: 503 });
       const r = await service.detect(bus, { size: 320 });
       expect(r.image.width).toBe(810);
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
+describe('raw rgb24 frames', () => {
+  it('give the same detections as the encoded image they were decoded from, and a wrong size is a 400', async () => {
+    const pool = new InferencePool({ log: () => undefined });
+    try {
+      const service = new DetectService(new ModelRegistry({ cacheDir }), pool);
+      const { data, info } = await sharp(bus).raw().toBuffer({ resolveWithObject: true });
+      const req = { size: 320, conf: 0.0001, maxDet: 20 };
+      const raw = await service.detect({ kind: 'rgb24', data, width: info.width, height: info.height }, req);
+      const encoded = await service.detect(bus, req);
+      expect(raw.image).toEqual({ width: 810, height: 1080 });
+      expect(raw.detections).toEqual(encoded.detections);
+      await expect(service.detect({ kind: 'rgb24', data: data.subarray(1), width: info.width, height: info.height }, req)).rejects.toMatchObject({ status: 400, code: 'bad_raw_size' });
+      await expect(service.detect({ kind: 'rgb24', data: new Uint8Array(0), width: 0, height: 5 }, req)).rejects.toMatchObject({ status: 400 });
+      await expect(service.detect({ kind: 'rgb24', data: new Uint8Array(3), width: 50_000, height: 50_000 }, req)).rejects.toMatchObject({ status: 413 });
     } finally {
       await pool.close();
     }

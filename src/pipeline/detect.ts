@@ -2,12 +2,12 @@
  * The detect task pipeline as the routes and the CLI see it: validate the options, read the image
  * header (pixel limit before any decode), build or find the graph, and hand the rest to a worker.
  */
-import { invalidValue } from '../errors.js';
+import { badInput, invalidValue, tooLarge } from '../errors.js';
 import { COCO80, DEFAULT_DETECT_OPTIONS, toJson, type DetectOptions, type DetectionJson } from '../heads/detect/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import { DEFAULT_MODEL } from '../models/registry.js';
 import { probeImage } from './decode.js';
-import type { ModelSpec, Timings } from './messages.js';
+import type { ImageInput, ModelSpec, Timings } from './messages.js';
 import type { InferencePool } from './pool.js';
 
 export interface DetectRequest {
@@ -46,13 +46,27 @@ export class DetectService {
     return { key: b.key, path: b.path, size: b.size, numClasses: b.info.numClasses, numAnchors: b.numAnchors };
   }
 
-  async detect(image: Uint8Array, req: DetectRequest = {}): Promise<DetectResponse> {
+  /** Raw frames are checked here, encoded ones by their header (pixel limit before any decode). */
+  private async check(image: ImageInput): Promise<void> {
+    const { maxPixels } = this.pool.config;
+    if (image.kind === 'encoded') {
+      await probeImage(image.bytes, { maxPixels });
+      return;
+    }
+    const { width: w, height: h, data } = image;
+    if (!(Number.isInteger(w) && Number.isInteger(h) && w > 0 && h > 0)) throw badInput(`raw frame size must be positive integers, got ${w}×${h}`, 'bad_raw_size');
+    if (w * h > maxPixels) throw tooLarge(`raw frame of ${w}×${h} pixels is over the limit of ${maxPixels}`, 'too_many_pixels');
+    if (data.length !== w * h * 3) throw badInput(`rgb24 frame of ${w}×${h} needs ${w * h * 3} bytes, got ${data.length}`, 'bad_raw_size');
+  }
+
+  async detect(input: Uint8Array | ImageInput, req: DetectRequest = {}): Promise<DetectResponse> {
+    const image: ImageInput = input instanceof Uint8Array ? { kind: 'encoded', bytes: input } : input;
     const id = req.model ?? DEFAULT_MODEL;
     const info = this.registry.info(id);
     const size = this.registry.resolveSize(id, req.size);
     const options = detectOptions(req);
     const t0 = performance.now();
-    await probeImage(image, { maxPixels: this.pool.config.maxPixels });
+    await this.check(image);
     const probeMs = performance.now() - t0;
     const r = await this.pool.detect(await this.spec(id, size), image, options);
     const t1 = performance.now();

@@ -19,12 +19,16 @@ export interface ModelSpec {
   readonly numAnchors: number;
 }
 
+/** An image as a job carries it: encoded bytes (decoded on the worker, at dispatch), or raw packed RGB. */
+export type ImageInput =
+  | { readonly kind: 'encoded'; readonly bytes: Uint8Array }
+  | { readonly kind: 'rgb24'; readonly data: Uint8Array; readonly width: number; readonly height: number };
+
 export interface DetectJob {
   readonly type: 'detect';
   readonly id: number;
   readonly model: ModelSpec;
-  /** Encoded image bytes (JPEG, PNG, WebP). */
-  readonly image: Uint8Array;
+  readonly image: ImageInput;
   readonly options: DetectOptions;
 }
 

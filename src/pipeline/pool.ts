@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { FoveaError, unavailable } from '../errors.js';
 import type { DetectOptions } from '../heads/detect/index.js';
-import type { DetectResult, ExecutionProvider, ModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import type { DetectResult, ExecutionProvider, ImageInput, ModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
 
 export interface PoolOptions {
   workers?: number;
@@ -104,9 +104,10 @@ export class InferencePool {
   }
 
   /** Decode, letterbox, run and NMS on a worker. The image bytes are copied once into a transferable buffer. */
-  async detect(model: ModelSpec, image: Uint8Array, options: DetectOptions): Promise<DetectResult> {
-    const copy = new Uint8Array(image);
-    const r = await this.submit({ type: 'detect', model, image: copy, options }, [copy.buffer]);
+  async detect(model: ModelSpec, image: ImageInput, options: DetectOptions): Promise<DetectResult> {
+    const bytes = new Uint8Array(image.kind === 'encoded' ? image.bytes : image.data);
+    const moved: ImageInput = image.kind === 'encoded' ? { kind: 'encoded', bytes } : { ...image, data: bytes };
+    const r = await this.submit({ type: 'detect', model, image: moved, options }, [bytes.buffer]);
     if (r.type !== 'detect') throw new Error(`unexpected worker reply ${r.type}`);
     return r;
   }

@@ -61,7 +61,9 @@ function load(spec: ModelSpec): Promise<LoadedModel> {
 /** Decode starts as soon as the job arrives (sharp works on libuv's pool), overlapping the run in progress. */
 function startDecode(job: DetectJob): Promise<{ img: RgbImage; ms: number }> {
   const t0 = performance.now();
-  return decodeImage(job.image, { maxPixels: config.maxPixels }).then((img) => ({ img, ms: performance.now() - t0 }));
+  const { image } = job;
+  if (image.kind === 'rgb24') return Promise.resolve({ img: { data: image.data, width: image.width, height: image.height }, ms: 0 });
+  return decodeImage(image.bytes, { maxPixels: config.maxPixels }).then((img) => ({ img, ms: performance.now() - t0 }));
 }
 
 async function detect(job: DetectJob, decoded: Promise<{ img: RgbImage; ms: number }>): Promise<void> {
