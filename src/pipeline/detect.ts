@@ -3,7 +3,7 @@
  * header (pixel limit before any decode), build or find the graph, and hand the rest to a worker.
  */
 import { badInput, invalidValue, tooLarge } from '../errors.js';
-import { COCO80, DEFAULT_DETECT_OPTIONS, toJson, type DetectOptions, type DetectionJson } from '../heads/detect/index.js';
+import { COCO80, DEFAULT_DETECT_OPTIONS, toJson, type DetectOptions, type DetectionJson, type Detections } from '../heads/detect/index.js';
 import type { ModelRegistry } from '../models/registry.js';
 import { DEFAULT_MODEL } from '../models/registry.js';
 import { probeImage } from './decode.js';
@@ -16,6 +16,13 @@ export interface DetectRequest {
   conf?: number;
   iou?: number;
   maxDet?: number;
+}
+
+export interface RawDetectResponse {
+  model: { id: string; trained: boolean; input: [number, number] };
+  image: { width: number; height: number };
+  detections: Detections;
+  timings: Timings;
 }
 
 export interface DetectResponse {
@@ -59,7 +66,8 @@ export class DetectService {
     if (data.length !== w * h * 3) throw badInput(`rgb24 frame of ${w}×${h} needs ${w * h * 3} bytes, got ${data.length}`, 'bad_raw_size');
   }
 
-  async detect(input: Uint8Array | ImageInput, req: DetectRequest = {}): Promise<DetectResponse> {
+  /** Detections as typed arrays (for heads that go on, like a per-stream tracker) with the answer's other fields. */
+  async detectRaw(input: Uint8Array | ImageInput, req: DetectRequest = {}): Promise<RawDetectResponse> {
     const image: ImageInput = input instanceof Uint8Array ? { kind: 'encoded', bytes: input } : input;
     const id = req.model ?? DEFAULT_MODEL;
     const info = this.registry.info(id);
@@ -69,15 +77,23 @@ export class DetectService {
     await this.check(image);
     const probeMs = performance.now() - t0;
     const r = await this.pool.detect(await this.spec(id, size), image, options);
-    const t1 = performance.now();
-    const detections = toJson({ boxes: r.boxes, scores: r.scores, classIds: r.classIds }, COCO80);
-    const jsonMs = performance.now() - t1;
-    const ms = (v: number) => Math.round(v * 1000) / 1000;
     return {
       model: { id, trained: info.trained, input: [size, size] },
       image: { width: r.width, height: r.height },
-      detections,
-      timings: { decode: ms(probeMs + r.timings.decode), preprocess: ms(r.timings.preprocess), infer: ms(r.timings.infer), post: ms(r.timings.post + jsonMs) },
+      detections: { boxes: r.boxes, scores: r.scores, classIds: r.classIds },
+      timings: { ...r.timings, decode: probeMs + r.timings.decode },
     };
   }
+
+  async detect(input: Uint8Array | ImageInput, req: DetectRequest = {}): Promise<DetectResponse> {
+    const r = await this.detectRaw(input, req);
+    const t1 = performance.now();
+    const detections = toJson(r.detections, COCO80);
+    return { ...r, detections, timings: roundTimings({ ...r.timings, post: r.timings.post + performance.now() - t1 }) };
+  }
+}
+
+export function roundTimings(t: Timings): Timings {
+  const ms = (v: number) => Math.round(v * 1000) / 1000;
+  return { decode: ms(t.decode), preprocess: ms(t.preprocess), infer: ms(t.infer), post: ms(t.post) };
 }
