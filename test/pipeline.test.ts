@@ -44,6 +44,32 @@ describe('inference workers', () => {
   });
 });
 
+describe('cross-stream batching', () => {
+  it('jobs of the same model arriving together share one session.run, and each gets the answer it gets alone', async () => {
+    const pool = new InferencePool({ log: () => undefined, maxBatch: 4, maxDelayMs: 50 });
+    try {
+      const service = new DetectService(new ModelRegistry({ cacheDir }), pool);
+      const spec = await service.spec('leyolo-nano', 320);
+      await pool.warmup(spec);
+      const names = ['bus.jpg', 'zidane.jpg', 'cat.jpg', 'tennis.jpg', 'bus.jpg', 'zidane.jpg'];
+      const images = names.map((n) => readFileSync(new URL(`../../shared/fixtures/images/${n}`, import.meta.url)));
+      const opts = { conf: 0.0001, iou: 0.7, maxDet: 50 };
+      const together = await Promise.all(images.map((b) => pool.detect(spec, { kind: 'encoded', bytes: b }, opts)));
+      expect(Math.max(...together.map((r) => r.batchSize))).toBeGreaterThan(1);
+      expect(Math.max(...together.map((r) => r.batchSize))).toBeLessThanOrEqual(4);
+      for (let i = 0; i < images.length; i++) {
+        const alone = await pool.detect(spec, { kind: 'encoded', bytes: images[i] }, opts);
+        expect(alone.batchSize).toBe(1);
+        expect([together[i].width, together[i].height]).toEqual([alone.width, alone.height]);
+        expect(Array.from(together[i].classIds)).toEqual(Array.from(alone.classIds));
+        together[i].boxes.forEach((v, k) => expect(Math.abs(v - alone.boxes[k])).toBeLessThan(1e-2));
+      }
+    } finally {
+      await pool.close();
+    }
+  });
+});
+
 describe('raw rgb24 frames', () => {
   it('give the same detections as the encoded image they were decoded from, and a wrong size is a 400', async () => {
     const pool = new InferencePool({ log: () => undefined });

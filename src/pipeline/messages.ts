@@ -9,6 +9,10 @@ export interface WorkerConfig {
   readonly intraOpThreads: number;
   /** Largest decoded image accepted (width × height). */
   readonly maxPixels: number;
+  /** Most images one session.run takes (cross-stream batching). */
+  readonly maxBatch: number;
+  /** How long an idle worker waits for more images of the same model before running (ms). */
+  readonly maxDelayMs: number;
 }
 
 export interface ModelSpec {
@@ -50,6 +54,8 @@ export interface DetectResult {
   readonly scores: Float32Array;
   readonly classIds: Int32Array;
   readonly timings: Timings;
+  /** Images in the session.run this one was part of. */
+  readonly batchSize: number;
 }
 
 export interface WorkerError {

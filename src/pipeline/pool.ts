@@ -14,6 +14,8 @@ export interface PoolOptions {
   ep?: ExecutionProvider;
   intraOpThreads?: number;
   maxPixels?: number;
+  maxBatch?: number;
+  maxDelayMs?: number;
   /** Jobs in flight per worker before new ones are refused with 503. */
   maxQueuePerWorker?: number;
   log?: (level: 'warn' | 'info', message: string) => void;
@@ -55,6 +57,8 @@ export class InferencePool {
       ep: opts.ep ?? 'cpu',
       intraOpThreads: opts.intraOpThreads ?? Math.max(1, Math.floor(cores / this.size)),
       maxPixels: opts.maxPixels ?? 40_000_000,
+      maxBatch: Math.max(1, opts.maxBatch ?? 8),
+      maxDelayMs: Math.max(0, opts.maxDelayMs ?? 1),
     };
     this.maxQueue = opts.maxQueuePerWorker ?? 32;
     this.log = opts.log ?? ((level, m) => console[level](m));

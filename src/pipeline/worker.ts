@@ -14,11 +14,23 @@ import { letterboxInto } from './preprocess.js';
 
 interface LoadedModel {
   readonly session: ort.InferenceSession;
-  /** The reused NCHW input buffer (one image). */
+  /** The reused NCHW input buffer, room for `maxBatch` images. */
   readonly input: Float32Array;
-  readonly tensor: ort.Tensor;
   readonly ep: ExecutionProvider;
   readonly warning?: string;
+}
+
+interface Decoded {
+  readonly img: RgbImage;
+  readonly ms: number;
+}
+
+/** A job waiting in its model's queue; `decoded` fills in when sharp is done. */
+interface Waiting {
+  readonly job: DetectJob;
+  readonly arrived: number;
+  decoded?: Decoded;
+  error?: unknown;
 }
 
 const config = workerData as WorkerConfig;
@@ -47,10 +59,8 @@ function load(spec: ModelSpec): Promise<LoadedModel> {
   let m = models.get(spec.key);
   if (!m) {
     m = createSession(spec.path).then(({ session, ep, warning }) => {
-      const input = new Float32Array(3 * spec.size * spec.size);
-      const tensor = new ort.Tensor('float32', input, [1, 3, spec.size, spec.size]);
       if (warning) post({ type: 'log', level: 'warn', message: warning });
-      return { session, input, tensor, ep, warning };
+      return { session, input: new Float32Array(config.maxBatch * 3 * spec.size * spec.size), ep, warning };
     });
     m.catch(() => models.delete(spec.key));
     models.set(spec.key, m);
@@ -59,32 +69,43 @@ function load(spec: ModelSpec): Promise<LoadedModel> {
 }
 
 /** Decode starts as soon as the job arrives (sharp works on libuv's pool), overlapping the run in progress. */
-function startDecode(job: DetectJob): Promise<{ img: RgbImage; ms: number }> {
+function startDecode(job: DetectJob): Promise<Decoded> {
   const t0 = performance.now();
   const { image } = job;
   if (image.kind === 'rgb24') return Promise.resolve({ img: { data: image.data, width: image.width, height: image.height }, ms: 0 });
   return decodeImage(image.bytes, { maxPixels: config.maxPixels }).then((img) => ({ img, ms: performance.now() - t0 }));
 }
 
-async function detect(job: DetectJob, decoded: Promise<{ img: RgbImage; ms: number }>): Promise<void> {
-  const model = await load(job.model);
-  const { img, ms: decodeMs } = await decoded;
+/**
+ * One session.run for up to `maxBatch` decoded jobs of the same model: each image letterboxed into its
+ * slot of the reused batch buffer, one run, then the detect head per batch index.
+ */
+async function runBatch(batch: readonly Waiting[]): Promise<void> {
+  const spec = batch[0].job.model;
+  const model = await load(spec);
+  const per = 3 * spec.size * spec.size;
+  const geoms = batch.map((w, i) => {
+    const t = performance.now();
+    const { img } = w.decoded!;
+    const geom = letterboxGeometry(img.width, img.height, spec.size, spec.size);
+    letterboxInto(img, geom, model.input, i * per);
+    return { geom, ms: performance.now() - t };
+  });
   const t1 = performance.now();
-  const geom = letterboxGeometry(img.width, img.height, job.model.size, job.model.size);
-  letterboxInto(img, geom, model.input);
-  const t2 = performance.now();
-  const out = await model.session.run({ [model.session.inputNames[0]]: model.tensor });
-  const t3 = performance.now();
+  const tensor = new ort.Tensor('float32', model.input.subarray(0, batch.length * per), [batch.length, 3, spec.size, spec.size]);
+  const out = await model.session.run({ [model.session.inputNames[0]]: tensor });
+  const infer = performance.now() - t1;
   const y = out[model.session.outputNames[0]].data as Float32Array;
-  const d = postprocessDetect(y, { numClasses: job.model.numClasses, numAnchors: job.model.numAnchors }, geom, job.options);
-  const t4 = performance.now();
-  const boxes = Float32Array.from(d.boxes);
-  const scores = Float32Array.from(d.scores);
-  const classIds = Int32Array.from(d.classIds);
-  post(
-    { type: 'detect', id: job.id, width: img.width, height: img.height, boxes, scores, classIds, timings: { decode: decodeMs, preprocess: t2 - t1, infer: t3 - t2, post: t4 - t3 } },
-    [boxes.buffer, scores.buffer, classIds.buffer],
-  );
+  batch.forEach((w, i) => {
+    const t = performance.now();
+    const d = postprocessDetect(y, { numClasses: spec.numClasses, numAnchors: spec.numAnchors }, geoms[i].geom, w.job.options, i);
+    const boxes = Float32Array.from(d.boxes);
+    const scores = Float32Array.from(d.scores);
+    const classIds = Int32Array.from(d.classIds);
+    const timings = { decode: w.decoded!.ms, preprocess: geoms[i].ms, infer, post: performance.now() - t };
+    const { width, height } = w.decoded!.img;
+    post({ type: 'detect', id: w.job.id, width, height, boxes, scores, classIds, timings, batchSize: batch.length }, [boxes.buffer, scores.buffer, classIds.buffer]);
+  });
 }
 
 function fail(id: number, e: unknown): void {
@@ -92,20 +113,60 @@ function fail(id: number, e: unknown): void {
   else post({ type: 'error', id, status: 500, code: 'inference_failed', message: e instanceof Error ? e.message : String(e) });
 }
 
-// Runs one at a time: session.run is synchronous underneath.
-let chain: Promise<void> = Promise.resolve();
+/**
+ * The batcher. Jobs wait per model; whenever no run is in progress, the model whose oldest decoded
+ * job has waited longest runs with every decoded job it has (up to maxBatch). Jobs that arrive while
+ * a run blocks the thread are batched naturally; when some of a model's jobs are still decoding, an
+ * idle worker waits for them at most maxDelayMs past the oldest job's arrival.
+ */
+const queues = new Map<string, Waiting[]>();
+let running = false;
+let timer: NodeJS.Timeout | undefined;
+
+function pump(): void {
+  if (running) return;
+  const now = performance.now();
+  let pick: Waiting[] | undefined;
+  let due = Infinity;
+  for (const q of queues.values()) {
+    for (let i = q.length - 1; i >= 0; i--) if (q[i].error !== undefined) fail(q[i].job.id, q.splice(i, 1)[0].error);
+    const ready = q.filter((w) => w.decoded);
+    if (ready.length === 0) continue;
+    const wait = ready[0].arrived + config.maxDelayMs - now;
+    const full = ready.length >= config.maxBatch || ready.length === q.length;
+    if ((full || wait <= 0) && (!pick || ready[0].arrived < pick[0].arrived)) pick = ready;
+    else due = Math.min(due, wait);
+  }
+  if (!pick) {
+    if (due < Infinity && !timer) timer = setTimeout(() => ((timer = undefined), pump()), Math.max(0, due));
+    return;
+  }
+  const batch = pick.slice(0, config.maxBatch);
+  const q = queues.get(batch[0].job.model.key)!;
+  queues.set(batch[0].job.model.key, q.filter((w) => !batch.includes(w)));
+  running = true;
+  runBatch(batch)
+    .catch((e: unknown) => batch.forEach((w) => fail(w.job.id, e)))
+    .finally(() => {
+      running = false;
+      pump();
+    });
+}
+
 port.on('message', (req: WorkerRequest) => {
-  const decoded = req.type === 'detect' ? startDecode(req) : undefined;
-  decoded?.catch(() => undefined); // reported when its turn comes
-  chain = chain.then(async () => {
-    try {
-      if (req.type === 'detect') await detect(req, decoded!);
-      else {
-        const m = await load(req.model);
-        post({ type: 'warmup', id: req.id, ep: m.ep, warning: m.warning });
-      }
-    } catch (e) {
-      fail(req.id, e);
-    }
-  });
+  if (req.type === 'warmup') {
+    load(req.model).then(
+      (m) => post({ type: 'warmup', id: req.id, ep: m.ep, warning: m.warning }),
+      (e: unknown) => fail(req.id, e),
+    );
+    return;
+  }
+  const w: Waiting = { job: req, arrived: performance.now() };
+  const q = queues.get(req.model.key) ?? [];
+  q.push(w);
+  queues.set(req.model.key, q);
+  startDecode(req).then(
+    (d) => ((w.decoded = d), pump()),
+    (e: unknown) => ((w.error = e), pump()),
+  );
 });
