@@ -6,6 +6,7 @@ import { defaultConfig, type ServerConfig } from './config.js';
 import { FoveaError } from './errors.js';
 import { CheckpointMismatchError } from './models/graph/params.js';
 import { CheckpointError } from './models/io/index.js';
+import { ManifestError } from './models/manifest.js';
 import { DEFAULT_MODEL, ModelRegistry } from './models/registry.js';
 import { DetectService } from './pipeline/detect.js';
 import type { ExecutionProvider } from './pipeline/messages.js';
@@ -71,6 +72,7 @@ async function detect(args: string[]): Promise<void> {
   });
   if (positionals.length !== 1) throw new UsageError('detect takes one IMAGE path');
   const registry = new ModelRegistry();
+  await registry.addManifests();
   if (values.weights) await registry.useWeights(values.model ?? DEFAULT_MODEL, values.weights);
   const pool = new InferencePool({ ep: ep(values.ep) ?? 'cpu', log: (level, m) => console.error(`${level}: ${m}`) });
   try {
@@ -89,9 +91,11 @@ async function detect(args: string[]): Promise<void> {
   }
 }
 
-function models(args: string[]): void {
+async function models(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
-  const list = new ModelRegistry().list();
+  const registry = new ModelRegistry();
+  await registry.addManifests();
+  const list = registry.list();
   if (values.json) return console.log(JSON.stringify(list, null, 2));
   console.log(['id', 'task', 'family', 'variant', 'params', 'trained', 'input'].join('\t'));
   for (const m of list) console.log([m.id, m.task, m.family, m.variant, m.params, m.trained, m.input.join('x')].join('\t'));
@@ -101,6 +105,7 @@ async function build(args: string[]): Promise<void> {
   const { values, positionals } = parseArgs({ args, allowPositionals: true, options: { size: { type: 'string' }, weights: { type: 'string' } } });
   if (positionals.length !== 1) throw new UsageError('build takes one MODEL id');
   const registry = new ModelRegistry();
+  await registry.addManifests();
   if (values.weights) await registry.useWeights(positionals[0], values.weights);
   const b = await registry.build(positionals[0], num(values.size, 'size'));
   console.log(JSON.stringify({ id: b.info.id, size: b.size, path: b.path, params: b.info.params, trained: b.info.trained }));
@@ -130,7 +135,7 @@ async function main(argv: string[]): Promise<void> {
 main(process.argv.slice(2)).catch((e: unknown) => {
   if (e instanceof UsageError) console.error(`fovea: ${e.message}\n${USAGE}`);
   else if (e instanceof FoveaError) console.error(`fovea: ${e.code}: ${e.message}`);
-  else if (e instanceof CheckpointError || e instanceof CheckpointMismatchError) console.error(`fovea: ${e.message}`);
+  else if (e instanceof CheckpointError || e instanceof CheckpointMismatchError || e instanceof ManifestError) console.error(`fovea: ${e.message}`);
   else if ((e as NodeJS.ErrnoException).code === 'ENOENT') console.error(`fovea: ${(e as Error).message}`);
   else if (e instanceof TypeError && (e as NodeJS.ErrnoException).code?.startsWith('ERR_PARSE_ARGS')) console.error(`fovea: ${e.message}\n${USAGE}`);
   else console.error(e);

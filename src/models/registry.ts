@@ -12,6 +12,8 @@ import { invalidValue, notFound } from '../errors.js';
 import { Params, type StateDict } from './graph/params.js';
 import { saveModel } from './graph/serialize.js';
 import { readStateDict } from './io/index.js';
+import { loadManifests, type BroughtModel, type Normalize } from './manifest.js';
+import { COCO80 } from '../heads/detect/labels.js';
 import { SIZE_MULTIPLE, buildLeYolo, variants as leyoloVariants, type LeYoloVariant } from './leyolo.js';
 
 /** Bump when a builder's output changes, so cached graphs are rebuilt. */
@@ -41,7 +43,14 @@ export interface ModelInfo {
 
 export interface BuiltModel {
   readonly info: ModelInfo;
+  /** The requested input side (the width, for a brought-in non-square graph). */
   readonly size: number;
+  readonly width: number;
+  readonly height: number;
+  readonly labels: readonly string[];
+  /** Images one run can take. */
+  readonly maxBatch: number;
+  readonly normalize?: Normalize;
   /** The cache key: also the name workers load the session under. */
   readonly key: string;
   readonly path: string;
@@ -75,6 +84,10 @@ export function defaultCacheDir(): string {
   return process.env.FOVEA_CACHE ?? join(projectRoot(), 'models', 'cache');
 }
 
+export function defaultModelsDir(): string {
+  return process.env.FOVEA_MODELS ?? join(projectRoot(), 'models');
+}
+
 export interface RegistryOptions {
   cacheDir?: string;
 }
@@ -84,6 +97,7 @@ export class ModelRegistry {
   private readonly infos = new Map<string, ModelInfo>();
   private readonly built = new Map<string, Promise<BuiltModel>>();
   private readonly weights = new Map<string, Weights>();
+  private readonly brought = new Map<string, BroughtModel>();
 
   constructor(opts: RegistryOptions = {}) {
     this.cacheDir = opts.cacheDir ?? defaultCacheDir();
@@ -114,8 +128,29 @@ export class ModelRegistry {
     throw notFound(`unknown model '${id}'; available: ${[...this.infos.keys()].join(', ')}`, 'unknown_model');
   }
 
+  /**
+   * Adds the brought-in ONNX models described by the manifests in `dir`; a manifest that does not fit
+   * its graph throws (the server refuses to start), naming the mismatch.
+   */
+  async addManifests(dir = defaultModelsDir()): Promise<ModelInfo[]> {
+    const added: ModelInfo[] = [];
+    for (const b of await loadManifests(dir)) {
+      if (this.infos.has(b.id)) throw invalidValue(`${b.manifestPath}: model id '${b.id}' is already taken`);
+      const info: ModelInfo = { id: b.id, task: b.task, family: 'onnx', variant: b.path.split('/').pop()!, params: b.params, trained: true, input: [b.width, b.height], numClasses: b.labels.length };
+      this.brought.set(b.id, b);
+      this.infos.set(b.id, info);
+      added.push(info);
+    }
+    return added;
+  }
+
   /** Checks a requested input side against the family's rule (multiple of 32, within bounds). */
   resolveSize(id: string, size: number | undefined): number {
+    const b = this.brought.get(id);
+    if (b) {
+      if (size !== undefined && size !== b.width) throw invalidValue(`model '${id}' is a fixed-size graph of ${b.width}×${b.height}; omit size or give ${b.width}`);
+      return b.width;
+    }
     const f = MODELS[id] ?? this.unknown(id);
     const s = size ?? f.defaultSize;
     if (!Number.isInteger(s) || s % SIZE_MULTIPLE !== 0 || s < f.minSize || s > f.maxSize)
@@ -152,6 +187,8 @@ export class ModelRegistry {
   }
 
   private async buildUncached(info: ModelInfo, s: number): Promise<BuiltModel> {
+    const b = this.brought.get(info.id);
+    if (b) return { info, size: s, width: b.width, height: b.height, labels: b.labels, maxBatch: b.maxBatch, normalize: b.normalize, key: `${info.id}:${b.path}`, path: b.path, numAnchors: b.numAnchors };
     const f = MODELS[info.id];
     const w = this.weights.get(info.id);
     const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, s, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
@@ -166,7 +203,7 @@ export class ModelRegistry {
       renameSync(tmp, path);
     }
     const numAnchors = [8, 16, 32].reduce((n, st) => n + (s / st) ** 2, 0);
-    return { info, size: s, key: `${info.id}@${s}:${key}`, path, numAnchors };
+    return { info, size: s, width: s, height: s, labels: COCO80, maxBatch: Infinity, key: `${info.id}@${s}:${key}`, path, numAnchors };
   }
 
   /** The serialized graph of a built model (for sessions created from bytes). */

@@ -3,8 +3,8 @@
  * header (pixel limit before any decode), build or find the graph, and hand the rest to a worker.
  */
 import { badInput, invalidValue, tooLarge } from '../errors.js';
-import { COCO80, DEFAULT_DETECT_OPTIONS, toJson, type DetectOptions, type DetectionJson, type Detections } from '../heads/detect/index.js';
-import type { ModelRegistry } from '../models/registry.js';
+import { DEFAULT_DETECT_OPTIONS, toJson, type DetectOptions, type DetectionJson, type Detections } from '../heads/detect/index.js';
+import type { BuiltModel, ModelRegistry } from '../models/registry.js';
 import { DEFAULT_MODEL } from '../models/registry.js';
 import { probeImage } from './decode.js';
 import type { ImageInput, ModelSpec, Timings } from './messages.js';
@@ -20,6 +20,8 @@ export interface DetectRequest {
 
 export interface RawDetectResponse {
   model: { id: string; trained: boolean; input: [number, number] };
+  /** Class names by class id. */
+  labels: readonly string[];
   image: { width: number; height: number };
   detections: Detections;
   timings: Timings;
@@ -49,11 +51,8 @@ export class DetectService {
   ) {}
 
   async spec(id: string, size?: number): Promise<ModelSpec> {
-    const b = await this.registry.build(id, size);
-    return { key: b.key, path: b.path, size: b.size, numClasses: b.info.numClasses, numAnchors: b.numAnchors };
-  }
-
-  /** Raw frames are checked here, encoded ones by their header (pixel limit before any decode). */
+    return specOf(await this.registry.build(id, size));
+  }   /** Raw frames are checked here, encoded ones by their header (pixel limit before any decode). */
   private async check(image: ImageInput): Promise<void> {
     const { maxPixels } = this.pool.config;
     if (image.kind === 'encoded') {
@@ -76,9 +75,11 @@ export class DetectService {
     const t0 = performance.now();
     await this.check(image);
     const probeMs = performance.now() - t0;
-    const r = await this.pool.detect(await this.spec(id, size), image, options);
+    const built = await this.registry.build(id, size);
+    const r = await this.pool.detect(specOf(built), image, options);
     return {
-      model: { id, trained: info.trained, input: [size, size] },
+      model: { id, trained: info.trained, input: [built.width, built.height] },
+      labels: built.labels,
       image: { width: r.width, height: r.height },
       detections: { boxes: r.boxes, scores: r.scores, classIds: r.classIds },
       timings: { ...r.timings, decode: probeMs + r.timings.decode },
@@ -88,9 +89,14 @@ export class DetectService {
   async detect(input: Uint8Array | ImageInput, req: DetectRequest = {}): Promise<DetectResponse> {
     const r = await this.detectRaw(input, req);
     const t1 = performance.now();
-    const detections = toJson(r.detections, COCO80);
-    return { ...r, detections, timings: roundTimings({ ...r.timings, post: r.timings.post + performance.now() - t1 }) };
+    const { labels, ...rest } = r;
+    const detections = toJson(r.detections, labels);
+    return { ...rest, detections, timings: roundTimings({ ...r.timings, post: r.timings.post + performance.now() - t1 }) };
   }
+}
+
+function specOf(b: BuiltModel): ModelSpec {
+  return { key: b.key, path: b.path, width: b.width, height: b.height, maxBatch: b.maxBatch, normalize: b.normalize, numClasses: b.info.numClasses, numAnchors: b.numAnchors };
 }
 
 export function roundTimings(t: Timings): Timings {

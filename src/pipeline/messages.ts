@@ -18,7 +18,12 @@ export interface WorkerConfig {
 export interface ModelSpec {
   readonly key: string;
   readonly path: string;
-  readonly size: number;
+  readonly width: number;
+  readonly height: number;
+  /** Images one run of this graph can take (1 for exports with a fixed batch of one). */
+  readonly maxBatch: number;
+  /** Per-channel (x/255 − mean)/std after the letterbox; absent for plain /255. */
+  readonly normalize?: { readonly mean: readonly number[]; readonly std: readonly number[] };
   readonly numClasses: number;
   readonly numAnchors: number;
 }

@@ -60,7 +60,7 @@ function load(spec: ModelSpec): Promise<LoadedModel> {
   if (!m) {
     m = createSession(spec.path).then(({ session, ep, warning }) => {
       if (warning) post({ type: 'log', level: 'warn', message: warning });
-      return { session, input: new Float32Array(config.maxBatch * 3 * spec.size * spec.size), ep, warning };
+      return { session, input: new Float32Array(Math.min(config.maxBatch, spec.maxBatch) * 3 * spec.width * spec.height), ep, warning };
     });
     m.catch(() => models.delete(spec.key));
     models.set(spec.key, m);
@@ -83,16 +83,17 @@ function startDecode(job: DetectJob): Promise<Decoded> {
 async function runBatch(batch: readonly Waiting[]): Promise<void> {
   const spec = batch[0].job.model;
   const model = await load(spec);
-  const per = 3 * spec.size * spec.size;
+  const per = 3 * spec.width * spec.height;
   const geoms = batch.map((w, i) => {
     const t = performance.now();
     const { img } = w.decoded!;
-    const geom = letterboxGeometry(img.width, img.height, spec.size, spec.size);
+    const geom = letterboxGeometry(img.width, img.height, spec.width, spec.height);
     letterboxInto(img, geom, model.input, i * per);
+    if (spec.normalize) normalizeInPlace(model.input.subarray(i * per, (i + 1) * per), spec.normalize);
     return { geom, ms: performance.now() - t };
   });
   const t1 = performance.now();
-  const tensor = new ort.Tensor('float32', model.input.subarray(0, batch.length * per), [batch.length, 3, spec.size, spec.size]);
+  const tensor = new ort.Tensor('float32', model.input.subarray(0, batch.length * per), [batch.length, 3, spec.height, spec.width]);
   const out = await model.session.run({ [model.session.inputNames[0]]: tensor });
   const infer = performance.now() - t1;
   const y = out[model.session.outputNames[0]].data as Float32Array;
@@ -106,6 +107,16 @@ async function runBatch(batch: readonly Waiting[]): Promise<void> {
     const { width, height } = w.decoded!.img;
     post({ type: 'detect', id: w.job.id, width, height, boxes, scores, classIds, timings, batchSize: batch.length }, [boxes.buffer, scores.buffer, classIds.buffer]);
   });
+}
+
+/** (x − mean)/std per channel plane, for brought-in graphs trained with ImageNet-style normalisation. */
+function normalizeInPlace(chw: Float32Array, n: NonNullable<ModelSpec['normalize']>): void {
+  const plane = chw.length / 3;
+  for (let c = 0; c < 3; c++) {
+    const m = n.mean[c];
+    const inv = 1 / n.std[c];
+    for (let i = c * plane, end = i + plane; i < end; i++) chw[i] = (chw[i] - m) * inv;
+  }
 }
 
 function fail(id: number, e: unknown): void {
@@ -141,7 +152,7 @@ function pump(): void {
     if (due < Infinity && !timer) timer = setTimeout(() => ((timer = undefined), pump()), Math.max(0, due));
     return;
   }
-  const batch = pick.slice(0, config.maxBatch);
+  const batch = pick.slice(0, Math.min(config.maxBatch, pick[0].job.model.maxBatch));
   const q = queues.get(batch[0].job.model.key)!;
   queues.set(batch[0].job.model.key, q.filter((w) => !batch.includes(w)));
   running = true;

@@ -66,8 +66,9 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
     clientErrorHandler: clientError,
     ajv: { customOptions: { coerceTypes: true, allErrors: false } },
   });
+  await registry.addManifests(config.modelsDir);
   for (const [id, path] of Object.entries(config.weights)) await registry.useWeights(id, path);
-  const pool = new InferencePool({ workers: config.workers, ep: config.ep, maxPixels: config.maxPixels, log: (level, m) => app.log[level](m) });
+  const pool = new InferencePool({ workers: config.workers, ep: config.ep, maxPixels: config.maxPixels, maxBatch: config.maxBatch, maxDelayMs: config.maxDelayMs, log: (level, m) => app.log[level](m) });
   app.decorate('config', config);
   app.decorate('registry', registry);
   app.decorate('pool', pool);

@@ -38,7 +38,7 @@ interface NodeRecord {
 export interface GraphStats {
   /** Multiply-accumulates per op type, for one batch item. */
   readonly macs: Readonly<Record<string, number>>;
-  /** Initializer elements consumed, per op type. */
+  /** Initializer elements, per op type of their first consumer. */
   readonly params: Readonly<Record<string, number>>;
   readonly totalMacs: number;
   readonly totalParams: number;
@@ -134,12 +134,16 @@ export class Graph {
   stats(): GraphStats {
     const macs: Record<string, number> = {};
     const params: Record<string, number> = {};
+    const counted = new Set<string>();
     for (const { proto, macs: m } of this.nodes) {
       const key = proto.domain ? `${proto.domain}.${proto.opType}` : proto.opType;
       macs[key] = (macs[key] ?? 0) + m;
       for (const i of proto.inputs) {
         const t = this.inits.get(i);
-        if (t) params[key] = (params[key] ?? 0) + numel(t.shape);
+        // A shared initializer (the anchor table feeds two ops) counts once, for its first consumer.
+        if (!t || counted.has(i)) continue;
+        counted.add(i);
+        params[key] = (params[key] ?? 0) + numel(t.shape);
       }
     }
     const sum = (r: Record<string, number>) => Object.values(r).reduce((a, b) => a + b, 0);
