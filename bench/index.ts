@@ -2,6 +2,7 @@
 import { parseArgs } from 'node:util';
 import { runAdaptersBench } from './adapters.js';
 import { defaultImage, runDetectBench } from './detect.js';
+import { runImportBench } from './import.js';
 
 async function detect(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -22,7 +23,7 @@ async function detect(args: string[]): Promise<void> {
   );
 }
 
-const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench };
+const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench };
 
 export async function runBench(args: string[]): Promise<void> {
   const named = args.length > 0 && !args[0].startsWith('-');

@@ -212,8 +212,15 @@ export class ModelRegistry {
   }
 }
 
+/** The unfolded parameter count of a variant, from a (small, seeded) build; computed once per process. */
+const paramCounts = new Map<LeYoloVariant, number>();
 function countParams(variant: LeYoloVariant): number {
-  const p = Params.seeded(0);
-  buildLeYolo(variant, SIZE_MULTIPLE, p);
-  return p.parameterCount();
+  let n = paramCounts.get(variant);
+  if (n === undefined) {
+    const p = Params.seeded(0);
+    buildLeYolo(variant, SIZE_MULTIPLE, p);
+    n = p.parameterCount();
+    paramCounts.set(variant, n);
+  }
+  return n;
 }
