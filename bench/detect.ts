@@ -3,7 +3,7 @@
  * pre-process, inference and post-process as the server measures them, the whole HTTP round trip
  * against a real server on a real port, and the bare `session.run` on a ready tensor.
  */
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { defaultConfig } from '../src/config.js';
@@ -19,6 +19,8 @@ export interface DetectBenchOptions {
   sizes: number[];
   image: string;
   model: string;
+  /** Checkpoint for the model (the official one makes post-processing realistic); seeded when absent. */
+  weights?: string;
 }
 
 interface SizeResult {
@@ -49,7 +51,7 @@ async function bareRun(path: string, size: number, threads: number, ep: Executio
 
 export async function benchDetect(o: DetectBenchOptions): Promise<{ results: SizeResult[]; markdown: string }> {
   const image = readFileSync(o.image);
-  const config = { ...defaultConfig(), ep: o.ep, port: 0, host: '127.0.0.1', logLevel: 'silent' as const, preload: [] };
+  const config = { ...defaultConfig(), ep: o.ep, port: 0, host: '127.0.0.1', logLevel: 'silent' as const, preload: [], weights: o.weights ? { [o.model]: o.weights } : {} };
   const app = await buildApp(config);
   await app.listen({ port: 0, host: '127.0.0.1' });
   const address = app.server.address();
@@ -86,7 +88,7 @@ function table(o: DetectBenchOptions, rs: SizeResult[]): string {
   const m = machine();
   const cell = (s: Summary) => `${s.median.toFixed(2)} / ${s.p95.toFixed(2)}`;
   const lines = [
-    `# bench detect — ${o.model}, ${o.image.split('/').pop()}, ep ${o.ep}`,
+    `# bench detect — ${o.model} (${o.weights ? `weights ${o.weights.split('/').pop()}` : 'seeded, untrained'}), ${o.image.split('/').pop()}, ep ${o.ep}`,
     '',
     `Machine: ${describeMachine(m)}; onnxruntime-node ${ort.env.versions.common}. ${o.runs} runs after ${o.warmup} warm-up, milliseconds, median / p95.`,
     '',
@@ -100,6 +102,12 @@ function table(o: DetectBenchOptions, rs: SizeResult[]): string {
 
 export function defaultImage(): string {
   return join(projectRoot(), '..', 'shared', 'fixtures', 'images', 'bus.jpg');
+}
+
+/** The official Nano checkpoint where the repository's test fixtures sit beside it. */
+export function defaultWeights(): string | undefined {
+  const p = join(projectRoot(), '..', 'shared', 'fixtures', 'weights', 'LeYOLONano.pt');
+  return existsSync(p) ? p : undefined;
 }
 
 export async function runDetectBench(o: DetectBenchOptions, json: boolean): Promise<void> {

@@ -1,13 +1,13 @@
 /** `fovea bench <capability> [options]`: one benchmark per capability, results in bench/results/. */
 import { parseArgs } from 'node:util';
 import { runAdaptersBench } from './adapters.js';
-import { defaultImage, runDetectBench } from './detect.js';
+import { defaultImage, defaultWeights, runDetectBench } from './detect.js';
 import { runImportBench } from './import.js';
 
 async function detect(args: string[]): Promise<void> {
   const { values } = parseArgs({
     args,
-    options: { ep: { type: 'string' }, runs: { type: 'string' }, warmup: { type: 'string' }, json: { type: 'boolean' }, image: { type: 'string' }, model: { type: 'string' }, sizes: { type: 'string' } },
+    options: { ep: { type: 'string' }, runs: { type: 'string' }, warmup: { type: 'string' }, json: { type: 'boolean' }, image: { type: 'string' }, model: { type: 'string' }, sizes: { type: 'string' }, weights: { type: 'string' }, seeded: { type: 'boolean' } },
   });
   if (values.ep && values.ep !== 'cpu' && values.ep !== 'cuda') throw new Error(`--ep must be cpu or cuda, got ${values.ep}`);
   return runDetectBench(
@@ -18,6 +18,7 @@ async function detect(args: string[]): Promise<void> {
       sizes: (values.sizes ?? '320,480,640').split(',').map(Number),
       image: values.image ?? defaultImage(),
       model: values.model ?? 'leyolo-nano',
+      weights: values.seeded ? undefined : (values.weights ?? defaultWeights()),
     },
     values.json ?? false,
   );

@@ -3,11 +3,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
-import { Graph, type Value } from '../src/models/graph/graph.js';
+import { Graph, MS_DOMAIN, type Value } from '../src/models/graph/graph.js';
 import { concat, conv2d, convBn, maxPool2d, reshape, slice, transpose, upsampleNearest } from '../src/models/graph/nn.js';
 import { CheckpointMismatchError, Params } from '../src/models/graph/params.js';
 import { saveModel, serializeModel } from '../src/models/graph/serialize.js';
-import { ShapeError } from '../src/models/graph/shapes.js';
+import { ShapeError, registerShapeRule } from '../src/models/graph/shapes.js';
 import { float32, type HostTensor } from '../src/models/graph/tensor.js';
 
 const tmp = mkdtempSync(join(tmpdir(), 'fovea-graph-'));
@@ -75,6 +75,25 @@ describe('graph builder: ops on small hand-computed cases', () => {
       expect(out.y.dims).toEqual([n, 4]);
       expect(Array.from(out.y.data as Float32Array)).toEqual(Array.from(data, (v) => 2 * v));
     }
+  });
+});
+
+describe('graph builder: com.microsoft contrib ops', () => {
+  it('a com.microsoft Gelu node gets its opset import and computes the exact-erf GELU', async () => {
+    registerShapeRule('Gelu', MS_DOMAIN, (ins) => ({ outputs: [{ dtype: ins[0]!.dtype, shape: ins[0]!.shape }], macs: 0 }));
+    const g = new Graph('ms');
+    const x = g.input('x', 'float32', [1, 5]);
+    g.output(g.op1('Gelu', [x], {}, { domain: MS_DOMAIN }), 'y');
+    expect(g.toModel().opsets).toEqual([{ domain: '', version: 17 }, { domain: MS_DOMAIN, version: 1 }]);
+    const xs = [-3, -1, 0, 0.5, 2];
+    const { y } = await run(g, { x: { data: Float32Array.from(xs), dims: [1, 5] } });
+    // erf by its Abramowitz–Stegun 7.1.26 expansion (|error| < 1.5e-7), written out plainly.
+    const erf = (v: number) => {
+      const t = 1 / (1 + 0.3275911 * Math.abs(v));
+      const p = t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429))));
+      return Math.sign(v) * (1 - p * Math.exp(-v * v));
+    };
+    xs.forEach((v, i) => expect(y[i]).toBeCloseTo(0.5 * v * (1 + erf(v / Math.SQRT2)), 5));
   });
 });
 
