@@ -1,17 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { adapterScratchBytes, loraScale, mergeBlockLora, mergeDora, mergeLora, type BlockPartition, type LoraDims } from '../src/models/adapters.js';
+import { prng } from './support/random.js';
 
-/** mulberry32: a tiny seeded PRNG so every random case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const uniform = (rand: () => number, n: number, scale = 1): Float32Array => Float32Array.from({ length: n }, () => (2 * rand() - 1) * scale);
 

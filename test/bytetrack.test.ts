@@ -4,18 +4,8 @@ import { linearAssignment, solveAssignment } from '../src/heads/track/assignment
 import { ByteTracker } from '../src/heads/track/bytetrack.js';
 import { type KalmanState, initiate, predict, update } from '../src/heads/track/kalman.js';
 import { IdCounter, Track } from '../src/heads/track/track.js';
+import { prng } from './support/random.js';
 
-/** mulberry32: a tiny seeded PRNG so every random case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------------------
 // Assignment: the solver against enumeration of every assignment.

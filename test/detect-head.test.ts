@@ -4,18 +4,8 @@ import type { Detections } from '../src/heads/detect/detections.js';
 import { COCO80, DEFAULT_DETECT_OPTIONS, postprocessDetect, toJson } from '../src/heads/detect/index.js';
 import { letterboxBoxes, scaleBoxes } from '../src/heads/detect/scale.js';
 import { letterboxGeometry } from '../src/pipeline/letterbox.js';
+import { prng } from './support/random.js';
 
-/** mulberry32: a tiny seeded PRNG so every random case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function boxesOnly(boxes: number[]): Detections {
   const n = boxes.length / 4;

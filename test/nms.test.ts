@@ -1,18 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import type { Detections } from '../src/heads/detect/detections.js';
 import { nms } from '../src/heads/detect/nms.js';
+import { prng } from './support/random.js';
 
-/** mulberry32: a tiny seeded PRNG so every random case can be replayed from its seed. */
-function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 function detections(rows: Array<{ box: number[]; score: number; classId: number }>): Detections {
   return {

@@ -3,21 +3,11 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import { letterboxGeometry, type Letterbox } from '../src/pipeline/letterbox.js';
 import { INTER_RESIZE_COEF_SCALE, letterboxInto, resizeLinearU8 } from '../src/pipeline/preprocess.js';
 import type { RgbImage } from '../src/pipeline/decode.js';
+import { prng as rng } from './support/random.js';
 
 /** Base seed for the random cases; set FOVEA_TEST_SEED to replay a failure. */
 const SEED = Number(process.env.FOVEA_TEST_SEED ?? 20240611);
 
-/** mulberry32: small, seedable, good enough to draw sizes and pixels. */
-function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const randInt = (r: () => number, lo: number, hi: number): number => lo + Math.floor(r() * (hi - lo + 1));
 const randomImage = (r: () => number, w: number, h: number): RgbImage => ({
   data: Uint8Array.from({ length: w * h * 3 }, () => Math.floor(r() * 256)),
