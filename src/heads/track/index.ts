@@ -9,3 +9,4 @@ export {
 } from './bytetrack.js';
 export { type KalmanState, initiate, predict, project, update } from './kalman.js';
 export { xyahToXyxy, xyxyToXyah } from './track.js';
+export { LORAT_224, LORAT_378, type LoratGeometry, SingleObjectTracker, type TemplateSetup, type TrackResult, decodeSearch, hannWindow, hannWindow2d } from './lorat.js';
