@@ -21,6 +21,46 @@ export interface ServerConfig {
   /** Models built and loaded at start so the first request is not slow. */
   preload: string[];
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
+  /** `/v1/stream` limits (specs/protocol.md). */
+  stream: StreamConfig;
+}
+
+export interface StreamConfig {
+  /**
+   * Open streams (WebSocket connections) at once; one more is refused with `too_many_streams` and
+   * close 1013. Each has at most one frame in flight, so 32 fits the worker pool's queue of 32 per worker.
+   */
+  maxStreams: number;
+  /** Largest frame payload in bytes (encoded image or rgb24); a larger frame is answered `too_large`. */
+  maxFrameBytes: number;
+  /** Largest frame in pixels (raw: from the frame header; encoded: from the image header, before decoding). */
+  maxFramePixels: number;
+  /** Largest frame JSON header in bytes. */
+  maxHeaderBytes: number;
+  /**
+   * Send-buffer bound per stream: above it dispatch waits and frames and results are dropped
+   * (`slow-consumer`); once the answers queued while over it add up to this much again, reading pauses.
+   */
+  maxBufferedBytes: number;
+  /** Answers held back for frame order before the stream stops reading. */
+  maxHeldAnswers: number;
+  /** The server pings every this many ms. */
+  pingIntervalMs: number;
+  /** No pong and no message for this long closes the stream (1001); no `start` for this long closes it (1008). */
+  idleTimeoutMs: number;
+}
+
+export function defaultStreamConfig(): StreamConfig {
+  return {
+    maxStreams: 32,
+    maxFrameBytes: 16 * 1024 * 1024,
+    maxFramePixels: 3840 * 2160,
+    maxHeaderBytes: 16 * 1024,
+    maxBufferedBytes: 1024 * 1024,
+    maxHeldAnswers: 256,
+    pingIntervalMs: 10_000,
+    idleTimeoutMs: 30_000,
+  };
 }
 
 export function defaultConfig(env: NodeJS.ProcessEnv = process.env): ServerConfig {
@@ -36,5 +76,6 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): ServerConfi
     weights: {},
     preload: ['leyolo-nano'],
     logLevel: 'info',
+    stream: defaultStreamConfig(),
   };
 }

@@ -5,6 +5,7 @@
  */
 import multipart from '@fastify/multipart';
 import swagger from '@fastify/swagger';
+import websocket from '@fastify/websocket';
 import Fastify, { type ConnectionError, type FastifyError, type FastifyInstance } from 'fastify';
 import { STATUS_CODES } from 'node:http';
 import type { Socket } from 'node:net';
@@ -16,6 +17,7 @@ import { InferencePool } from '../pipeline/pool.js';
 import { IMAGE_TYPES } from './media.js';
 import { detectRoutes } from './routes/detect.js';
 import { modelRoutes } from './routes/models.js';
+import { CLOSE, StreamHub, streamRoutes, transportLimit } from './ws/index.js';
 
 declare module 'fastify' {
   interface FastifyInstance {
@@ -95,6 +97,23 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
 
   await app.register(modelRoutes);
   await app.register(detectRoutes, { prefix: '/v1' });
+
+  // Streams (specs/protocol.md). A ws protocol error (an oversized message: 1009) has already closed
+  // the socket with its code; a socket still open after an error (a handler that threw) is ended here.
+  app.decorate('streams', new StreamHub());
+  await app.register(websocket, {
+    options: { maxPayload: transportLimit(config.stream) },
+    errorHandler: (err, socket, req) => {
+      req.log.debug({ err }, 'stream socket error');
+      if (socket.readyState === socket.OPEN) socket.terminate();
+    },
+    preClose(done) {
+      for (const client of this.websocketServer.clients) client.close(CLOSE.goingAway, 'server shutting down');
+      this.websocketServer.close();
+      done();
+    },
+  });
+  await app.register(streamRoutes, { prefix: '/v1' });
   return app;
 }
 

@@ -1,0 +1,48 @@
+/**
+ * What a stream task plugs into the stream machinery: validate the start message into per-stream
+ * state (`start`), process one frame into the result JSON (`process`), forget state (`reset`).
+ * The session does everything else (framing, order, latest-frame-wins, limits, timeouts), so a
+ * new task (`track`, `change`, `classify`, `fewshot-detect`) is one handler added to the table.
+ */
+import type { ModelRegistry } from '../../models/registry.js';
+import type { DetectService } from '../../pipeline/detect.js';
+import type { ImageInput } from '../../pipeline/messages.js';
+import type { FrameHeader, ModelDescription, StageTimings, StreamTask } from './protocol.js';
+
+export interface TaskFrame {
+  /** The whole header: task fields (`init`, `reference`) are the handler's to read. */
+  readonly header: FrameHeader;
+  /** Encoded bytes are decoded by `process` (on a worker), never before dispatch. */
+  readonly image: ImageInput;
+}
+
+export interface TaskOutput {
+  /** What the task's REST endpoint returns for one image (less model and timings). */
+  readonly result: unknown;
+  readonly timings: StageTimings;
+}
+
+/** One stream's state for one task. `process` is never called again before the previous call settles. */
+export interface TaskStream {
+  readonly model: ModelDescription;
+  process(frame: TaskFrame): Promise<TaskOutput>;
+  /** Forget tracker state / reference frame: the next frame starts fresh. */
+  reset(): void;
+}
+
+export interface TaskHandler {
+  readonly task: StreamTask;
+  /**
+   * Checks the start message's model and params as the task's REST endpoint checks its query, and
+   * prepares the model (built and loaded, so the first frame is not slow). Throws a FoveaError.
+   */
+  start(model: string | undefined, params: Readonly<Record<string, unknown>>): Promise<TaskStream>;
+}
+
+/** What handlers may use: the app's shared services. */
+export interface TaskServices {
+  readonly registry: ModelRegistry;
+  readonly detector: DetectService;
+}
+
+export type TaskTable = ReadonlyMap<StreamTask, TaskHandler>;
