@@ -3,6 +3,7 @@ import { parseArgs } from 'node:util';
 import { runAdaptersBench } from './adapters.js';
 import { defaultImage, defaultWeights, runDetectBench } from './detect.js';
 import { runImportBench } from './import.js';
+import { runStreamBench } from './stream.js';
 
 async function detect(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -24,7 +25,7 @@ async function detect(args: string[]): Promise<void> {
   );
 }
 
-const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench };
+const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench, stream: runStreamBench };
 
 export async function runBench(args: string[]): Promise<void> {
   const named = args.length > 0 && !args[0].startsWith('-');

@@ -14,11 +14,11 @@ import { InferencePool } from './pipeline/pool.js';
 import { buildApp, preload } from './stream/app.js';
 
 const USAGE = `usage:
-  fovea serve [--port 8080] [--host 0.0.0.0] [--ep cpu|cuda] [--workers N] [--weights MODEL=PATH]...
+  fovea serve [--port 8080] [--host 0.0.0.0] [--ep cpu|cuda] [--workers N] [--weights MODEL=PATH]... [--max-batch 8] [--max-delay 1] [--log-level info]
   fovea detect IMAGE [--model leyolo-nano] [--size 640] [--conf 0.25] [--iou 0.7] [--max-det 300] [--weights PATH] [--ep cpu|cuda]
   fovea models [--json]
   fovea build MODEL [--size 640] [--weights PATH]
-  fovea bench detect [--ep cpu|cuda] [--runs N] [--json]`;
+  fovea bench detect|stream|import|adapters [options]`;
 
 class UsageError extends Error {}
 
@@ -34,6 +34,14 @@ const ep = (v: string | undefined): ExecutionProvider | undefined => {
   throw new UsageError(`--ep must be cpu or cuda, got '${v}'`);
 };
 
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'silent'] as const;
+const logLevel = (v: string | undefined): ServerConfig['logLevel'] | undefined => {
+  if (v === undefined) return undefined;
+  const found = LOG_LEVELS.find((l) => l === v);
+  if (!found) throw new UsageError(`--log-level must be one of ${LOG_LEVELS.join(', ')}, got '${v}'`);
+  return found;
+};
+
 /** `--weights MODEL=PATH` (serve) into a map; a bare PATH applies to the default model. */
 function weightsMap(list: string[] | undefined): Record<string, string> {
   const out: Record<string, string> = {};
@@ -46,7 +54,7 @@ function weightsMap(list: string[] | undefined): Record<string, string> {
 }
 
 async function serve(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, ep: { type: 'string' }, workers: { type: 'string' }, weights: { type: 'string', multiple: true } } });
+  const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, ep: { type: 'string' }, workers: { type: 'string' }, weights: { type: 'string', multiple: true }, 'max-batch': { type: 'string' }, 'max-delay': { type: 'string' }, 'log-level': { type: 'string' } } });
   const base = defaultConfig();
   const config: ServerConfig = {
     ...base,
@@ -55,6 +63,9 @@ async function serve(args: string[]): Promise<void> {
     ep: ep(values.ep) ?? base.ep,
     workers: num(values.workers, 'workers') ?? base.workers,
     weights: weightsMap(values.weights),
+    maxBatch: num(values['max-batch'], 'max-batch') ?? base.maxBatch,
+    maxDelayMs: num(values['max-delay'], 'max-delay') ?? base.maxDelayMs,
+    logLevel: logLevel(values['log-level']) ?? base.logLevel,
   };
   const app = await buildApp(config);
   await preload(app);
