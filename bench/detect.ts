@@ -10,6 +10,7 @@ import { defaultConfig } from '../src/config.js';
 import type { DetectResponse } from '../src/pipeline/detect.js';
 import type { ExecutionProvider } from '../src/pipeline/messages.js';
 import { buildApp } from '../src/stream/app.js';
+import { sessionOptions } from '../src/pipeline/session-options.js';
 import { describeMachine, machine, projectRoot, round, summarize, writeResults, type Summary } from './stats.js';
 
 export interface DetectBenchOptions {
@@ -35,8 +36,8 @@ interface SizeResult {
   overhead: number;
 }
 
-async function bareRun(path: string, size: number, threads: number, ep: ExecutionProvider, runs: number, warmup: number): Promise<number[]> {
-  const session = await ort.InferenceSession.create(path, { graphOptimizationLevel: 'all', intraOpNumThreads: threads, interOpNumThreads: 1, executionProviders: ep === 'cuda' ? ['cuda', 'cpu'] : ['cpu'] });
+async function bareRun(path: string, size: number, threads: number, spin: boolean, ep: ExecutionProvider, runs: number, warmup: number): Promise<number[]> {
+  const session = await ort.InferenceSession.create(path, { ...sessionOptions(threads, spin), executionProviders: ep === 'cuda' ? ['cuda', 'cpu'] : ['cpu'] });
   const input = new Float32Array(3 * size * size).fill(114 / 255);
   const feeds = { [session.inputNames[0]]: new ort.Tensor('float32', input, [1, 3, size, size]) };
   const times: number[] = [];
@@ -74,7 +75,7 @@ export async function benchDetect(o: DetectBenchOptions): Promise<{ results: Siz
         }
       }
       const pick = (k: keyof DetectResponse['timings']) => summarize(rows.map((r) => r.timings[k]));
-      const bare = summarize(await bareRun(spec.path, size, app.pool.config.intraOpThreads, o.ep, o.runs, o.warmup));
+      const bare = summarize(await bareRun(spec.path, size, app.pool.config.intraOpThreads, app.pool.config.spin, o.ep, o.runs, o.warmup));
       const [decode, preprocess, infer, post] = [pick('decode'), pick('preprocess'), pick('infer'), pick('post')];
       results.push({ size, decode, preprocess, infer, post, roundTrip: summarize(trips), bareRun: bare, overhead: round((decode.median + preprocess.median + post.median) / bare.median, 4) });
     }

@@ -7,6 +7,8 @@ export interface WorkerConfig {
   readonly ep: ExecutionProvider;
   /** ORT intra-op threads per session. */
   readonly intraOpThreads: number;
+  /** Let ORT's pool threads spin between runs (lower latency on an idle many-core host, stolen cores on a small one). */
+  readonly spin: boolean;
   /** Largest decoded image accepted (width × height). */
   readonly maxPixels: number;
   /** Most images one session.run takes (cross-stream batching). */

@@ -16,6 +16,7 @@ export interface PoolOptions {
   maxPixels?: number;
   maxBatch?: number;
   maxDelayMs?: number;
+  spin?: boolean;
   /** Jobs in flight per worker before new ones are refused with 503. */
   maxQueuePerWorker?: number;
   log?: (level: 'warn' | 'info', message: string) => void;
@@ -57,6 +58,7 @@ export class InferencePool {
       ep: opts.ep ?? 'cpu',
       intraOpThreads: opts.intraOpThreads ?? Math.max(1, Math.floor(cores / this.size)),
       maxPixels: opts.maxPixels ?? 40_000_000,
+      spin: opts.spin ?? process.env.FOVEA_ORT_SPIN === '1',
       maxBatch: Math.max(1, opts.maxBatch ?? 8),
       maxDelayMs: Math.max(0, opts.maxDelayMs ?? 1),
     };

@@ -11,6 +11,7 @@ import { decodeImage, type RgbImage } from './decode.js';
 import { letterboxGeometry } from './letterbox.js';
 import type { DetectJob, ExecutionProvider, ModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
 import { letterboxInto } from './preprocess.js';
+import { sessionOptions } from './session-options.js';
 
 interface LoadedModel {
   readonly session: ort.InferenceSession;
@@ -41,7 +42,7 @@ const post = (m: WorkerReply, transfer: ArrayBuffer[] = []) => port.postMessage(
 
 /** CUDA only where the CUDA provider is installed; otherwise a clear warning and the CPU. */
 async function createSession(path: string): Promise<{ session: ort.InferenceSession; ep: ExecutionProvider; warning?: string }> {
-  const base: ort.InferenceSession.SessionOptions = { graphOptimizationLevel: 'all', intraOpNumThreads: config.intraOpThreads, interOpNumThreads: 1 };
+  const base = sessionOptions(config.intraOpThreads, config.spin);
   if (config.ep === 'cuda') {
     const cuda = ort.listSupportedBackends().find((b) => b.name === 'cuda');
     try {

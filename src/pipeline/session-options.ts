@@ -1,0 +1,13 @@
+/** The ORT session options every inference session in fovea uses (workers and benchmarks alike). */
+import type { InferenceSession } from 'onnxruntime-node';
+
+export function sessionOptions(intraOpThreads: number, spin: boolean): InferenceSession.SessionOptions {
+  return {
+    graphOptimizationLevel: 'all',
+    intraOpNumThreads: intraOpThreads,
+    interOpNumThreads: 1,
+    // ORT's pool threads spin after each run by default; on a small machine that spinning takes the
+    // cores sharp needs to decode the next image. Off unless asked for.
+    extra: { session: { intra_op: { allow_spinning: spin ? '1' : '0' }, inter_op: { allow_spinning: spin ? '1' : '0' } } },
+  };
+}
