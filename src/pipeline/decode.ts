@@ -6,6 +6,9 @@
 import sharp, { type Metadata, type OutputInfo } from 'sharp';
 import { FoveaError, badInput, tooLarge, unsupportedMedia } from '../errors.js';
 
+// Every frame is a new image: libvips' operation cache only holds on to memory here.
+sharp.cache(false);
+
 /** Packed 8-bit RGB, row-major HWC. */
 export interface RgbImage {
   data: Uint8Array;
