@@ -118,8 +118,9 @@ async function build(args: string[]): Promise<void> {
   const registry = new ModelRegistry();
   await registry.addManifests();
   if (values.weights) await registry.useWeights(positionals[0], values.weights);
-  const b = await registry.build(positionals[0], num(values.size, 'size'));
-  console.log(JSON.stringify({ id: b.info.id, size: b.size, path: b.path, params: b.info.params, trained: b.info.trained }));
+  const id = positionals[0];
+  const b = registry.info(id).task === 'track' ? await registry.buildTracker(id) : await registry.build(id, num(values.size, 'size'));
+  console.log(JSON.stringify({ id: b.info.id, path: b.path, params: b.info.params, trained: b.info.trained }));
 }
 
 async function main(argv: string[]): Promise<void> {

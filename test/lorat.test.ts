@@ -5,7 +5,7 @@ import { CheckpointMismatchError, Params, type StateDict } from '../src/models/g
 import { serializeModel } from '../src/models/graph/serialize.js';
 import { float32, type HostTensor } from '../src/models/graph/tensor.js';
 import { readStateDict } from '../src/models/io/index.js';
-import { buildLoRAT, loadLoRATWeights, loraFeeds, loratStateDict, referencePoints, variants, type LoRATConfig } from '../src/models/lorat.js';
+import { buildLoRAT, loadLoRATWeights, loraFeeds, loratStateDict, parameterCount, referencePoints, variants, type LoRATConfig } from '../src/models/lorat.js';
 import { adapterInputs } from '../src/models/vit.js';
 
 const FIXTURES = new URL('./fixtures/lorat/', import.meta.url);
@@ -45,6 +45,9 @@ describe('LoRAT architecture', () => {
     expect(count.head).toBe(2_366_213);
     expect(count.total).toBe(98_708_741);
     expect(p.parameterCount()).toBe(count.total);
+    expect(parameterCount(variants['B-224'])).toBe(count.total);
+    expect(parameterCount(variants['S-224'])).toBe(handCount(384, 12, 64).total);
+    expect(parameterCount(variants['L-224'])).toBe(handCount(1024, 24, 64).total);
     expect(g.outputValues.map((v) => [v.name, v.shape])).toEqual([
       ['score_map', ['batch', 16, 16]],
       ['boxes', ['batch', 16, 16, 4]],

@@ -275,3 +275,17 @@ export function loraFeeds(adapter: StateDict, g: Graph): Map<string, HostTensor>
   if (problems.length) throw new CheckpointMismatchError(`adapter does not fit the graph — ${problems.slice(0, 5).join('; ')}${problems.length > 5 ? `; … (${problems.length} in all)` : ''}`);
   return feeds;
 }
+
+/**
+ * Parameters of a LoRAT model as its checkpoint counts them (LoRA factors unmerged), by formula: the
+ * registry lists models without building them. Checked against real builds in test/lorat.test.ts.
+ */
+export function parameterCount(cfg: LoRATConfig): number {
+  const { width: c, depth, patch } = cfg.vit;
+  const r = cfg.lora.rank;
+  const tokens = (cfg.searchSize / patch) ** 2;
+  const embeddings = 3 * patch * patch * c + c + tokens * c + 3 * c;
+  const block = 12 * c * c + 15 * c + 18 * r * c;
+  const head = 4 * c * c + 9 * c + 5;
+  return embeddings + depth * block + 2 * c + head;
+}

@@ -4,17 +4,20 @@
  * + weights digest, so a second start does not rebuild.
  */
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, readFileSync, renameSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { invalidValue, notFound } from '../errors.js';
 import { Params, type StateDict } from './graph/params.js';
+import type { ModelProto } from './graph/proto.js';
 import { saveModel } from './graph/serialize.js';
 import { readStateDict } from './io/index.js';
 import { loadManifests, type BroughtModel, type Normalize } from './manifest.js';
 import { COCO80 } from '../heads/detect/labels.js';
 import { SIZE_MULTIPLE, buildLeYolo, variants as leyoloVariants, type LeYoloVariant } from './leyolo.js';
+import { buildLoRAT, featureSizes, loadLoRATWeights, parameterCount as loratParameterCount, variants as loratVariants, type LoRATVariant, type LoRATWeights } from './lorat.js';
+import type { TrackModelSpec } from '../pipeline/messages.js';
 
 /** Bump when a builder's output changes, so cached graphs are rebuilt. */
 export const BUILDER_VERSION = 'fovea-builder-1';
@@ -26,7 +29,7 @@ interface Weights {
   stateDict?: Promise<StateDict>;
 }
 
-export type Task = 'detect';
+export type Task = 'detect' | 'track';
 
 export interface ModelInfo {
   readonly id: string;
@@ -71,7 +74,20 @@ const MODELS: Readonly<Record<string, Family>> = {
   'leyolo-small': { family: 'leyolo', task: 'detect', variant: 'small', defaultSize: 640, minSize: 160, maxSize: 1280 },
 };
 
+/** Single-object trackers (LoRAT, specs/models-a.md §1): one graph per variant, template 112, search 224. */
+const TRACKERS: Readonly<Record<string, LoRATVariant>> = {
+  'lorat-s224': 'S-224',
+  'lorat-b224': 'B-224',
+  'lorat-l224': 'L-224',
+};
+
 export const DEFAULT_MODEL = 'leyolo-nano';
+export const DEFAULT_TRACKER = 'lorat-b224';
+
+/** A built tracker: the spec a worker needs, with the model's catalogue entry. */
+export interface BuiltTracker extends TrackModelSpec {
+  readonly info: ModelInfo;
+}
 
 /** The project root (where package.json is), found from this file in src/ or dist/src/. */
 function projectRoot(): string {
@@ -98,6 +114,7 @@ export class ModelRegistry {
   private readonly built = new Map<string, Promise<BuiltModel>>();
   private readonly weights = new Map<string, Weights>();
   private readonly brought = new Map<string, BroughtModel>();
+  private readonly trackers = new Map<string, Promise<BuiltTracker>>();
 
   constructor(opts: RegistryOptions = {}) {
     this.cacheDir = opts.cacheDir ?? defaultCacheDir();
@@ -113,6 +130,11 @@ export class ModelRegistry {
         input: [f.defaultSize, f.defaultSize],
         numClasses: cfg.numClasses,
       });
+    }
+    for (const [id, variant] of Object.entries(TRACKERS)) {
+      const cfg = loratVariants[variant];
+      const info: ModelInfo = { id, task: 'track', family: 'lorat', variant, params: loratParameterCount(cfg), trained: false, input: [cfg.searchSize, cfg.searchSize], numClasses: 0 };
+      this.infos.set(id, info);
     }
   }
 
@@ -151,6 +173,12 @@ export class ModelRegistry {
       if (size !== undefined && size !== b.width) throw invalidValue(`model '${id}' is a fixed-size graph of ${b.width}×${b.height}; omit size or give ${b.width}`);
       return b.width;
     }
+    const t = TRACKERS[id];
+    if (t) {
+      const side = loratVariants[t].searchSize;
+      if (size !== undefined && size !== side) throw invalidValue(`model '${id}' tracks with a fixed ${side}×${side} search region; omit size or give ${side}`);
+      return side;
+    }
     const f = MODELS[id] ?? this.unknown(id);
     const s = size ?? f.defaultSize;
     if (!Number.isInteger(s) || s % SIZE_MULTIPLE !== 0 || s < f.minSize || s > f.maxSize)
@@ -163,18 +191,31 @@ export class ModelRegistry {
    * default-size graph is built (or found in the cache) now, so a checkpoint that does not fit the
    * model is refused at start, naming the first missing and unexpected keys.
    */
-  async useWeights(id: string, path: string): Promise<BuiltModel> {
+  async useWeights(id: string, path: string): Promise<void> {
     const info = this.info(id);
-    const digest = createHash('sha256').update(await readFile(path)).digest('hex').slice(0, 16);
-    this.weights.set(id, { path, digest });
+    const hash = createHash('sha256');
+    for (const file of path.split(',')) hash.update(await readFile(file));
+    this.weights.set(id, { path, digest: hash.digest('hex').slice(0, 16) });
     this.infos.set(id, { ...info, trained: true });
     for (const key of [...this.built.keys()]) if (key.startsWith(`${id}@`)) this.built.delete(key);
-    return this.build(id);
+    this.trackers.delete(id);
+    if (info.task === 'track') {
+      await this.buildTracker(id);
+      return;
+    }
+    await this.build(id);
   }
 
-  /** Builds (or finds in the cache) the graph of `id` at `size`. */
-  build(id: string, size?: number): Promise<BuiltModel> {
+  /** The task a model serves; anything else is a 422 naming both. */
+  requireTask(id: string, task: Task): ModelInfo {
     const info = this.info(id);
+    if (info.task !== task) throw invalidValue(`model '${id}' serves task '${info.task}', not '${task}'`, 'wrong_task');
+    return info;
+  }
+
+  /** Builds (or finds in the cache) the detection graph of `id` at `size`. */
+  build(id: string, size?: number): Promise<BuiltModel> {
+    const info = this.requireTask(id, 'detect');
     const s = this.resolveSize(id, size);
     const memo = `${id}@${s}`;
     let b = this.built.get(memo);
@@ -196,20 +237,67 @@ export class ModelRegistry {
     if (!existsSync(path)) {
       const params = w ? Params.fromStateDict(await (w.stateDict ??= readStateDict(w.path))) : Params.seeded(0);
       const g = buildLeYolo(f.variant, s, params);
-      mkdirSync(this.cacheDir, { recursive: true });
-      // Write then rename, so a concurrent start never loads a half-written file.
-      const tmp = `${path}.${process.pid}.tmp`;
-      saveModel(g.toModel({ model: info.id, size: String(s), trained: String(info.trained) }), tmp);
-      renameSync(tmp, path);
+      saveAtomically(g.toModel({ model: info.id, size: String(s), trained: String(info.trained) }), path);
     }
     const numAnchors = [8, 16, 32].reduce((n, st) => n + (s / st) ** 2, 0);
     return { info, size: s, width: s, height: s, labels: COCO80, maxBatch: Infinity, key: `${info.id}@${s}:${key}`, path, numAnchors };
+  }
+
+  /** Builds (or finds in the cache) the tracker graph of `id`, LoRA merged: the deployed graph is a plain ViT. */
+  buildTracker(id: string): Promise<BuiltTracker> {
+    const info = this.requireTask(id, 'track');
+    let b = this.trackers.get(id);
+    if (!b) {
+      b = this.buildTrackerUncached(info);
+      b.catch(() => this.trackers.delete(id));
+      this.trackers.set(id, b);
+    }
+    return b;
+  }
+
+  private async buildTrackerUncached(info: ModelInfo): Promise<BuiltTracker> {
+    const variant = TRACKERS[info.id];
+    const cfg = loratVariants[variant];
+    const w = this.weights.get(info.id);
+    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
+    const path = join(this.cacheDir, `${info.id}-${key}.onnx`);
+    if (!existsSync(path)) {
+      // `--weights lorat-b224=LORAT_FILE[,DINOV2_FILE]`: an adapters-only LoRAT file needs the DINOv2 backbone.
+      const params = w ? loadLoRATWeights(await loratWeights(w.path), variant) : Params.seeded(0);
+      const g = buildLoRAT(variant, params, { lora: 'merged' });
+      saveAtomically(g.toModel({ model: info.id, trained: String(info.trained) }), path);
+    }
+    const feat = featureSizes(cfg);
+    return { info, key: `${info.id}:${key}`, path, templateSize: cfg.templateSize, searchSize: cfg.searchSize, templateFeat: feat.template, templateAreaFactor: 2, maxBatch: 1 };
   }
 
   /** The serialized graph of a built model (for sessions created from bytes). */
   static bytes(b: BuiltModel): Uint8Array {
     return readFileSync(b.path);
   }
+}
+
+/**
+ * Writes into a private folder, then renames into place (external data first), so a concurrent start
+ * never loads a half-written graph. The external-data file keeps the name the model refers to.
+ */
+function saveAtomically(model: ModelProto, path: string): void {
+  const tmpDir = join(dirname(path), `.tmp-${process.pid}-${basename(path)}`);
+  mkdirSync(tmpDir, { recursive: true });
+  try {
+    const tmp = join(tmpDir, basename(path));
+    const { external } = saveModel(model, tmp);
+    if (external) renameSync(`${tmp}.data`, `${path}.data`);
+    renameSync(tmp, path);
+  } finally {
+    rmSync(tmpDir, { recursive: true, force: true });
+  }
+}
+
+/** `LORAT_FILE[,DINOV2_FILE]` → the state dicts `loadLoRATWeights` takes. */
+async function loratWeights(paths: string): Promise<LoRATWeights> {
+  const [lorat, dinov2] = paths.split(',');
+  return { lorat: await readStateDict(lorat), dinov2: dinov2 ? await readStateDict(dinov2) : undefined };
 }
 
 /** The unfolded parameter count of a variant, from a (small, seeded) build; computed once per process. */

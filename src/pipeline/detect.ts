@@ -53,7 +53,7 @@ export class DetectService {
   async spec(id: string, size?: number): Promise<ModelSpec> {
     return specOf(await this.registry.build(id, size));
   }   /** Raw frames are checked here, encoded ones by their header (pixel limit before any decode). */
-  private async check(image: ImageInput): Promise<void> {
+  async checkImage(image: ImageInput): Promise<void> {
     const { maxPixels } = this.pool.config;
     if (image.kind === 'encoded') {
       await probeImage(image.bytes, { maxPixels });
@@ -73,7 +73,7 @@ export class DetectService {
     const size = this.registry.resolveSize(id, req.size);
     const options = detectOptions(req);
     const t0 = performance.now();
-    await this.check(image);
+    await this.checkImage(image);
     const probeMs = performance.now() - t0;
     const built = await this.registry.build(id, size);
     const r = await this.pool.detect(specOf(built), image, options);

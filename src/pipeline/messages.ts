@@ -43,7 +43,44 @@ export interface DetectJob {
   readonly options: DetectOptions;
 }
 
-export type WorkerRequest = DetectJob | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec };
+/** A single-object tracker graph (LoRAT): template and search crop sizes. */
+export interface TrackModelSpec {
+  readonly key: string;
+  readonly path: string;
+  readonly templateSize: number;
+  readonly searchSize: number;
+  /** Template tokens per side (the foreground mask is templateFeat²). */
+  readonly templateFeat: number;
+  readonly templateAreaFactor: number;
+  readonly maxBatch: 1;
+}
+
+export interface CropParamsMessage {
+  readonly scaleX: number;
+  readonly scaleY: number;
+  readonly translateX: number;
+  readonly translateY: number;
+}
+
+/**
+ * A tracking frame. `init`: decode, take the frame's channel means and crop the template around the
+ * box. `search`: crop the search region, run the graph with the session's template and mask.
+ */
+export interface TrackJob {
+  readonly type: 'track';
+  readonly id: number;
+  readonly model: TrackModelSpec;
+  readonly image: ImageInput;
+  readonly init?: { readonly box: readonly [number, number, number, number] };
+  readonly search?: {
+    readonly params: CropParamsMessage;
+    readonly padMean: readonly [number, number, number];
+    readonly template: Float32Array;
+    readonly mask: BigInt64Array;
+  };
+}
+
+export type WorkerRequest = DetectJob | TrackJob | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec | TrackModelSpec };
 
 export interface Timings {
   decode: number;
@@ -73,8 +110,19 @@ export interface WorkerError {
   readonly message: string;
 }
 
+export interface TrackReply {
+  readonly type: 'track';
+  readonly id: number;
+  readonly width: number;
+  readonly height: number;
+  readonly init?: { readonly template: Float32Array; readonly means: readonly [number, number, number] };
+  readonly search?: { readonly scoreMap: Float32Array; readonly boxes: Float32Array; readonly adjusted: CropParamsMessage };
+  readonly timings: Timings;
+}
+
 export type WorkerReply =
   | DetectResult
+  | TrackReply
   | WorkerError
   | { readonly type: 'warmup'; readonly id: number; readonly ep: ExecutionProvider; readonly warning?: string }
   | { readonly type: 'log'; readonly level: 'warn' | 'info'; readonly message: string };

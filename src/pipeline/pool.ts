@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { FoveaError, unavailable } from '../errors.js';
 import type { DetectOptions } from '../heads/detect/index.js';
-import type { DetectResult, ExecutionProvider, ImageInput, ModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import type { DetectResult, ExecutionProvider, ImageInput, ModelSpec, TrackJob, TrackModelSpec, TrackReply, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
 
 export interface PoolOptions {
   workers?: number;
@@ -103,7 +103,7 @@ export class InferencePool {
   }
 
   /** Loads the model's session on every worker; resolves with the provider it runs on. */
-  async warmup(model: ModelSpec): Promise<ExecutionProvider> {
+  async warmup(model: ModelSpec | TrackModelSpec): Promise<ExecutionProvider> {
     const replies = await Promise.all(this.slots.map(() => this.submit({ type: 'warmup', model })));
     const r = replies[0];
     return r.type === 'warmup' ? r.ep : 'cpu';
@@ -115,6 +115,22 @@ export class InferencePool {
     const moved: ImageInput = image.kind === 'encoded' ? { kind: 'encoded', bytes } : { ...image, data: bytes };
     const r = await this.submit({ type: 'detect', model, image: moved, options }, [bytes.buffer]);
     if (r.type !== 'detect') throw new Error(`unexpected worker reply ${r.type}`);
+    return r;
+  }
+
+  /** A tracking frame (template crop at init, or search + run) on a worker. */
+  async track(model: TrackModelSpec, image: ImageInput, step: Pick<TrackJob, 'init' | 'search'>): Promise<TrackReply> {
+    const bytes = new Uint8Array(image.kind === 'encoded' ? image.bytes : image.data);
+    const moved: ImageInput = image.kind === 'encoded' ? { kind: 'encoded', bytes } : { ...image, data: bytes };
+    const transfer: ArrayBuffer[] = [bytes.buffer];
+    let search = step.search;
+    if (search) {
+      // Copies: the session keeps its template and mask for the next frames.
+      search = { ...search, template: Float32Array.from(search.template), mask: BigInt64Array.from(search.mask) };
+      transfer.push(search.template.buffer as ArrayBuffer, search.mask.buffer as ArrayBuffer);
+    }
+    const r = await this.submit({ type: 'track', model, image: moved, init: step.init, search }, transfer);
+    if (r.type !== 'track') throw new Error(`unexpected worker reply ${r.type}`);
     return r;
   }
 

@@ -9,7 +9,8 @@ import { FoveaError } from '../errors.js';
 import { postprocessDetect } from '../heads/detect/index.js';
 import { decodeImage, type RgbImage } from './decode.js';
 import { letterboxGeometry } from './letterbox.js';
-import type { DetectJob, ExecutionProvider, ModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import type { DetectJob, ExecutionProvider, ModelSpec, TrackJob, TrackModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import { cropInto, cropParams, imageChannelMeans } from './crop.js';
 import { letterboxInto } from './preprocess.js';
 import { sessionOptions } from './session-options.js';
 
@@ -28,7 +29,7 @@ interface Decoded {
 
 /** A job waiting in its model's queue; `decoded` fills in when sharp is done. */
 interface Waiting {
-  readonly job: DetectJob;
+  readonly job: DetectJob | TrackJob;
   readonly arrived: number;
   decoded?: Decoded;
   error?: unknown;
@@ -56,12 +57,13 @@ async function createSession(path: string): Promise<{ session: ort.InferenceSess
   return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), ep: 'cpu' };
 }
 
-function load(spec: ModelSpec): Promise<LoadedModel> {
+function load(spec: ModelSpec | TrackModelSpec): Promise<LoadedModel> {
   let m = models.get(spec.key);
   if (!m) {
     m = createSession(spec.path).then(({ session, ep, warning }) => {
       if (warning) post({ type: 'log', level: 'warn', message: warning });
-      return { session, input: new Float32Array(Math.min(config.maxBatch, spec.maxBatch) * 3 * spec.width * spec.height), ep, warning };
+      const pixels = 'searchSize' in spec ? spec.searchSize * spec.searchSize : Math.min(config.maxBatch, spec.maxBatch) * spec.width * spec.height;
+      return { session, input: new Float32Array(3 * pixels), ep, warning };
     });
     m.catch(() => models.delete(spec.key));
     models.set(spec.key, m);
@@ -70,7 +72,7 @@ function load(spec: ModelSpec): Promise<LoadedModel> {
 }
 
 /** Decode starts as soon as the job arrives (sharp works on libuv's pool), overlapping the run in progress. */
-function startDecode(job: DetectJob): Promise<Decoded> {
+function startDecode(job: DetectJob | TrackJob): Promise<Decoded> {
   const t0 = performance.now();
   const { image } = job;
   if (image.kind === 'rgb24') return Promise.resolve({ img: { data: image.data, width: image.width, height: image.height }, ms: 0 });
@@ -82,7 +84,9 @@ function startDecode(job: DetectJob): Promise<Decoded> {
  * slot of the reused batch buffer, one run, then the detect head per batch index.
  */
 async function runBatch(batch: readonly Waiting[]): Promise<void> {
-  const spec = batch[0].job.model;
+  const first = batch[0].job;
+  if (first.type === 'track') return runTrack(first, batch[0].decoded!);
+  const spec = first.model;
   const model = await load(spec);
   const per = 3 * spec.width * spec.height;
   const geoms = batch.map((w, i) => {
@@ -100,7 +104,7 @@ async function runBatch(batch: readonly Waiting[]): Promise<void> {
   const y = out[model.session.outputNames[0]].data as Float32Array;
   batch.forEach((w, i) => {
     const t = performance.now();
-    const d = postprocessDetect(y, { numClasses: spec.numClasses, numAnchors: spec.numAnchors }, geoms[i].geom, w.job.options, i);
+    const d = postprocessDetect(y, { numClasses: spec.numClasses, numAnchors: spec.numAnchors }, geoms[i].geom, (w.job as DetectJob).options, i);
     const boxes = Float32Array.from(d.boxes);
     const scores = Float32Array.from(d.scores);
     const classIds = Int32Array.from(d.classIds);
@@ -108,6 +112,44 @@ async function runBatch(batch: readonly Waiting[]): Promise<void> {
     const { width, height } = w.decoded!.img;
     post({ type: 'detect', id: w.job.id, width, height, boxes, scores, classIds, timings, batchSize: batch.length }, [boxes.buffer, scores.buffer, classIds.buffer]);
   });
+}
+
+/**
+ * One tracking frame. Init: the frame's channel means and the template crop (returned: the main
+ * thread keeps them with the session). Search: the search crop, one run with the session's template
+ * and foreground mask, and the raw head outputs for the decode.
+ */
+async function runTrack(job: TrackJob, decoded: Decoded): Promise<void> {
+  const spec = job.model;
+  const { img, ms: decodeMs } = decoded;
+  const t0 = performance.now();
+  if (job.init) {
+    const means = imageChannelMeans(img);
+    const size: [number, number] = [spec.templateSize, spec.templateSize];
+    const template = new Float32Array(3 * spec.templateSize * spec.templateSize);
+    cropInto(img, cropParams(job.init.box, spec.templateAreaFactor, size), size, means, template);
+    const timings = { decode: decodeMs, preprocess: performance.now() - t0, infer: 0, post: 0 };
+    post({ type: 'track', id: job.id, width: img.width, height: img.height, init: { template, means }, timings }, [template.buffer]);
+    return;
+  }
+  const search = job.search!;
+  const model = await load(spec);
+  const t1Crop = performance.now();
+  const size: [number, number] = [spec.searchSize, spec.searchSize];
+  const adjusted = cropInto(img, search.params, size, search.padMean, model.input);
+  const t1 = performance.now();
+  const s = spec.templateSize;
+  const feat = spec.templateFeat;
+  const out = await model.session.run({
+    z: new ort.Tensor('float32', search.template, [1, 3, s, s]),
+    x: new ort.Tensor('float32', model.input, [1, 3, spec.searchSize, spec.searchSize]),
+    z_feat_mask: new ort.Tensor('int64', search.mask, [1, feat, feat]),
+  });
+  const t2 = performance.now();
+  const scoreMap = Float32Array.from(out.score_map.data as Float32Array);
+  const boxes = Float32Array.from(out.boxes.data as Float32Array);
+  const timings = { decode: decodeMs, preprocess: t1 - t1Crop, infer: t2 - t1, post: performance.now() - t2 };
+  post({ type: 'track', id: job.id, width: img.width, height: img.height, search: { scoreMap, boxes, adjusted }, timings }, [scoreMap.buffer, boxes.buffer]);
 }
 
 /** (x − mean)/std per channel plane, for brought-in graphs trained with ImageNet-style normalisation. */

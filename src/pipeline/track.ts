@@ -1,0 +1,166 @@
+/**
+ * The single-object tracking task (LoRAT, specs/models-a.md §1) as the routes and streams see it. A
+ * `TrackRun` is one tracked object: the first frame's template crop, foreground mask and channel
+ * means, and the tracker state; each frame is cropped, run and decoded on a worker, and the state
+ * moves on the main thread. `TrackService` keeps the REST sessions, expiring idle ones.
+ */
+import { randomUUID } from 'node:crypto';
+import { invalidValue, notFound, overLimit } from '../errors.js';
+import { SingleObjectTracker, decodeSearch, LORAT_224 } from '../heads/track/lorat.js';
+import type { BuiltTracker, ModelRegistry } from '../models/registry.js';
+import { DEFAULT_TRACKER } from '../models/registry.js';
+import { roundTimings, type DetectService } from './detect.js';
+import type { ImageInput, Timings } from './messages.js';
+import type { InferencePool } from './pool.js';
+
+export type Box = [number, number, number, number];
+
+export interface TrackAnswer {
+  model: { id: string; trained: boolean; input: [number, number] };
+  image: { width: number; height: number };
+  box: Box;
+  /** sigmoid of the score logit at the chosen cell (not window-penalised); 1 on the init frame. */
+  score: number;
+  timings: Timings;
+}
+
+const round2 = (v: number) => Math.round(v * 100) / 100 + 0;
+
+/** A box from a client: four finite numbers with x1 < x2 and y1 < y2. */
+export function parseBox(v: unknown): Box {
+  if (!Array.isArray(v) || v.length !== 4 || !v.every((x) => typeof x === 'number' && Number.isFinite(x)))
+    throw invalidValue(`box must be [x1, y1, x2, y2] as four numbers, got ${JSON.stringify(v)?.slice(0, 80)}`, 'invalid_box');
+  const [x1, y1, x2, y2] = v as number[];
+  if (!(x1 < x2 && y1 < y2)) throw invalidValue(`box must have x1 < x2 and y1 < y2, got [${v.join(', ')}]`, 'invalid_box');
+  return [x1, y1, x2, y2];
+}
+
+/** One tracked object on one model. Frames must not overlap: callers run them one at a time. */
+export class TrackRun {
+  private readonly tracker = new SingleObjectTracker(LORAT_224);
+  private template?: Float32Array;
+  private mask?: BigInt64Array;
+
+  constructor(
+    readonly model: BuiltTracker,
+    private readonly pool: InferencePool,
+  ) {}
+
+  get initialized(): boolean {
+    return this.template !== undefined;
+  }
+
+  private answer(width: number, height: number, box: Box, score: number, timings: Timings): TrackAnswer {
+    const { info } = this.model;
+    return { model: { id: info.id, trained: info.trained, input: [...info.input] }, image: { width, height }, box: box.map(round2) as Box, score: Math.round(score * 1e4) / 1e4, timings: roundTimings(timings) };
+  }
+
+  /** Starts (or restarts) on `box` in this frame; the answer is the box itself. */
+  async init(image: ImageInput, box: Box): Promise<TrackAnswer> {
+    const r = await this.pool.track(this.model, image, { init: { box } });
+    if (!r.init) throw new Error('worker answered an init without a template');
+    const [x1, y1, x2, y2] = box;
+    if (x2 <= 0 || y2 <= 0 || x1 >= r.width || y1 >= r.height)
+      throw invalidValue(`box [${box.join(', ')}] does not overlap the ${r.width}×${r.height} image`, 'invalid_box');
+    const setup = this.tracker.init([r.width, r.height], box, r.init.means);
+    this.template = r.init.template;
+    this.mask = setup.mask;
+    return this.answer(r.width, r.height, box, 1, r.timings);
+  }
+
+  /** The next frame: search around the last box, decode, move the state. */
+  async step(image: ImageInput): Promise<TrackAnswer> {
+    if (!this.template || !this.mask) throw invalidValue('the tracker has no initial box yet', 'not_initialized');
+    const params = this.tracker.searchParams();
+    const r = await this.pool.track(this.model, image, { search: { params, padMean: this.tracker.padMean as [number, number, number], template: this.template, mask: this.mask } });
+    if (!r.search) throw new Error('worker answered a search without outputs');
+    const t = performance.now();
+    const decoded = decodeSearch(r.search.scoreMap, r.search.boxes, r.search.adjusted, [r.width, r.height]);
+    this.tracker.update(decoded, [r.width, r.height]);
+    const timings = { ...r.timings, post: r.timings.post + performance.now() - t };
+    return this.answer(r.width, r.height, [...decoded.box] as Box, decoded.score, timings);
+  }
+}
+
+interface Session {
+  readonly run: TrackRun;
+  lastUsed: number;
+  /** Frames of one session run one after another. */
+  queue: Promise<unknown>;
+}
+
+export interface TrackServiceOptions {
+  maxSessions?: number;
+  /** Sessions untouched for this long are dropped (ms). */
+  idleMs?: number;
+}
+
+export class TrackService {
+  private readonly sessions = new Map<string, Session>();
+  private readonly maxSessions: number;
+  private readonly idleMs: number;
+  private readonly sweeper: NodeJS.Timeout;
+
+  constructor(
+    readonly registry: ModelRegistry,
+    readonly pool: InferencePool,
+    private readonly detector: DetectService,
+    opts: TrackServiceOptions = {},
+  ) {
+    this.maxSessions = opts.maxSessions ?? 64;
+    this.idleMs = opts.idleMs ?? 120_000;
+    this.sweeper = setInterval(() => this.sweep(), Math.min(this.idleMs, 10_000)).unref();
+  }
+
+  /** A new tracker for a stream or a session: the model must serve `track`. */
+  async newRun(modelId = DEFAULT_TRACKER): Promise<TrackRun> {
+    return new TrackRun(await this.registry.buildTracker(modelId), this.pool);
+  }
+
+  /** Checks an image the way detect does (header, pixel limit) before it reaches a worker. */
+  check(image: ImageInput): Promise<void> {
+    return this.detector.checkImage(image);
+  }
+
+  async create(image: ImageInput, box: Box, modelId = DEFAULT_TRACKER): Promise<{ sessionId: string } & TrackAnswer> {
+    this.sweep();
+    if (this.sessions.size >= this.maxSessions) throw overLimit(`too many tracking sessions (${this.maxSessions}); delete finished ones`, 'too_many_sessions');
+    await this.check(image);
+    const run = await this.newRun(modelId);
+    const answer = await run.init(image, box);
+    const sessionId = randomUUID();
+    this.sessions.set(sessionId, { run, lastUsed: Date.now(), queue: Promise.resolve() });
+    return { sessionId, ...answer };
+  }
+
+  async frame(sessionId: string, image: ImageInput): Promise<TrackAnswer> {
+    const s = this.sessions.get(sessionId) ?? this.missing(sessionId);
+    s.lastUsed = Date.now();
+    await this.check(image);
+    const next = s.queue.then(() => s.run.step(image));
+    s.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  delete(sessionId: string): void {
+    if (!this.sessions.delete(sessionId)) this.missing(sessionId);
+  }
+
+  get size(): number {
+    return this.sessions.size;
+  }
+
+  private missing(id: string): never {
+    throw notFound(`no tracking session '${id.slice(0, 64)}' (it may have expired)`, 'unknown_session');
+  }
+
+  private sweep(): void {
+    const now = Date.now();
+    for (const [id, s] of this.sessions) if (now - s.lastUsed > this.idleMs) this.sessions.delete(id);
+  }
+
+  close(): void {
+    clearInterval(this.sweeper);
+    this.sessions.clear();
+  }
+}
