@@ -23,6 +23,25 @@ export interface ServerConfig {
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'silent';
   /** `/v1/stream` limits (specs/protocol.md). */
   stream: StreamConfig;
+  /** `/v1/track/sessions` limits. */
+  track: TrackConfig;
+}
+
+export interface TrackConfig {
+  /**
+   * Open REST tracking sessions at once; one more is refused with 429 `too_many_sessions`. Each holds
+   * only its template crop (112×112×3 floats) and tracker state: the bound is against abandoned clients.
+   */
+  maxSessions: number;
+  /** A session not used for this long (ms) is dropped; later calls on it answer 404 `unknown_session`. */
+  idleMs: number;
+}
+
+export function defaultTrackConfig(env: NodeJS.ProcessEnv = process.env): TrackConfig {
+  return {
+    maxSessions: env.FOVEA_TRACK_MAX_SESSIONS ? Number(env.FOVEA_TRACK_MAX_SESSIONS) : 64,
+    idleMs: env.FOVEA_TRACK_IDLE_MS ? Number(env.FOVEA_TRACK_IDLE_MS) : 120_000,
+  };
 }
 
 export interface StreamConfig {
@@ -77,5 +96,6 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): ServerConfi
     preload: ['leyolo-nano'],
     logLevel: 'info',
     stream: defaultStreamConfig(),
+    track: defaultTrackConfig(env),
   };
 }

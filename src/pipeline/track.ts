@@ -100,6 +100,8 @@ export class TrackService {
   private readonly maxSessions: number;
   private readonly idleMs: number;
   private readonly sweeper: NodeJS.Timeout;
+  /** Creates between the limit check and their session's insertion. */
+  private starting = 0;
 
   constructor(
     readonly registry: ModelRegistry,
@@ -124,30 +126,49 @@ export class TrackService {
 
   async create(image: ImageInput, box: Box, modelId = DEFAULT_TRACKER): Promise<{ sessionId: string } & TrackAnswer> {
     this.sweep();
-    if (this.sessions.size >= this.maxSessions) throw overLimit(`too many tracking sessions (${this.maxSessions}); delete finished ones`, 'too_many_sessions');
-    await this.check(image);
-    const run = await this.newRun(modelId);
-    const answer = await run.init(image, box);
-    const sessionId = randomUUID();
-    this.sessions.set(sessionId, { run, lastUsed: Date.now(), queue: Promise.resolve() });
-    return { sessionId, ...answer };
+    // Creates still initialising hold their place: creates sent at once cannot pass the limit together.
+    if (this.sessions.size + this.starting >= this.maxSessions) throw overLimit(`too many tracking sessions (${this.maxSessions}); delete finished ones`, 'too_many_sessions');
+    this.starting++;
+    try {
+      await this.check(image);
+      const run = await this.newRun(modelId);
+      const answer = await run.init(image, box);
+      const sessionId = randomUUID();
+      this.sessions.set(sessionId, { run, lastUsed: Date.now(), queue: Promise.resolve() });
+      return { sessionId, ...answer };
+    } finally {
+      this.starting--;
+    }
   }
 
   async frame(sessionId: string, image: ImageInput): Promise<TrackAnswer> {
-    const s = this.sessions.get(sessionId) ?? this.missing(sessionId);
+    const s = this.live(sessionId);
     s.lastUsed = Date.now();
     await this.check(image);
     const next = s.queue.then(() => s.run.step(image));
     s.queue = next.catch(() => undefined);
+    s.queue.then(() => (s.lastUsed = Date.now()));
     return next;
   }
 
   delete(sessionId: string): void {
-    if (!this.sessions.delete(sessionId)) this.missing(sessionId);
+    this.live(sessionId);
+    this.sessions.delete(sessionId);
   }
 
   get size(): number {
     return this.sessions.size;
+  }
+
+  /**
+   * A session that has not expired. The sweeper runs only every min(idleMs, 10 s), so a session idle
+   * past `idleMs` may still be in the map: it is expired all the same.
+   */
+  private live(id: string): Session {
+    const s = this.sessions.get(id);
+    if (s && Date.now() - s.lastUsed <= this.idleMs) return s;
+    if (s) this.sessions.delete(id);
+    return this.missing(id);
   }
 
   private missing(id: string): never {

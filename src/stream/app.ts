@@ -14,9 +14,11 @@ import { FoveaError } from '../errors.js';
 import { ModelRegistry } from '../models/registry.js';
 import { DetectService } from '../pipeline/detect.js';
 import { InferencePool } from '../pipeline/pool.js';
+import { TrackService } from '../pipeline/track.js';
 import { IMAGE_TYPES } from './media.js';
 import { detectRoutes } from './routes/detect.js';
 import { modelRoutes } from './routes/models.js';
+import { trackRoutes } from './routes/track.js';
 import { CLOSE, StreamHub, streamRoutes, transportLimit } from './ws/index.js';
 
 declare module 'fastify' {
@@ -25,6 +27,8 @@ declare module 'fastify' {
     registry: ModelRegistry;
     pool: InferencePool;
     detector: DetectService;
+    /** Single-object tracking: REST sessions (expiring when idle) and new runs for streams. */
+    tracker: TrackService;
     /** The execution provider sessions actually run on (after any CUDA fallback). */
     ep: string;
   }
@@ -74,9 +78,15 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
   app.decorate('config', config);
   app.decorate('registry', registry);
   app.decorate('pool', pool);
-  app.decorate('detector', new DetectService(registry, pool));
+  const detector = new DetectService(registry, pool);
+  const tracker = new TrackService(registry, pool, detector, config.track);
+  app.decorate('detector', detector);
+  app.decorate('tracker', tracker);
   app.decorate('ep', config.ep);
-  app.addHook('onClose', async () => pool.close());
+  app.addHook('onClose', async () => {
+    tracker.close();
+    await pool.close();
+  });
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = classify(err);
@@ -97,6 +107,7 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
 
   await app.register(modelRoutes);
   await app.register(detectRoutes, { prefix: '/v1' });
+  await app.register(trackRoutes, { prefix: '/v1' });
 
   // Streams (specs/protocol.md). A ws protocol error (an oversized message: 1009) has already closed
   // the socket with its code; a socket still open after an error (a handler that threw) is ended here.
@@ -120,9 +131,9 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
 /** Builds and loads the preloaded models, so readiness means the first request is fast. */
 export async function preload(app: FastifyInstance): Promise<void> {
   for (const id of app.config.preload) {
-    const ep = await app.pool.warmup(await app.detector.spec(id));
-    app.ep = ep;
     const info = app.registry.info(id);
+    const ep = await app.pool.warmup(info.task === 'track' ? await app.registry.buildTracker(id) : await app.detector.spec(id));
+    app.ep = ep;
     if (!info.trained) app.log.warn(`${id}: no weights given — serving the seeded (untrained) graph; every answer carries trained: false`);
   }
 }

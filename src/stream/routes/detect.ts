@@ -39,8 +39,11 @@ const responseSchema = {
   },
 } as const;
 
-/** The image bytes of a request: the raw body, or the multipart part named `image` (other parts are drained). */
-export async function imageBytes(req: FastifyRequest): Promise<Buffer> {
+/**
+ * The image bytes of a request: the raw body, or the multipart part named `image` (other files are
+ * drained). Text fields of a multipart body go into `fields` when given (the first value of each name).
+ */
+export async function imageBytes(req: FastifyRequest, fields?: Map<string, string>): Promise<Buffer> {
   if (!req.isMultipart()) {
     const body = req.body;
     if (!Buffer.isBuffer(body) || body.length === 0) throw badInput('the request body is empty; send image bytes', 'empty_body');
@@ -51,6 +54,7 @@ export async function imageBytes(req: FastifyRequest): Promise<Buffer> {
     for await (const part of req.parts()) {
       if (part.type === 'file' && part.fieldname === 'image' && !image) image = await part.toBuffer();
       else if (part.type === 'file') part.file.resume();
+      else if (fields && typeof part.value === 'string' && !fields.has(part.fieldname)) fields.set(part.fieldname, part.value);
     }
   } catch (err) {
     throw multipartError(err);
@@ -75,7 +79,7 @@ function multipartError(err: unknown): unknown {
  * Refuses a body that is neither an image nor multipart before it is read. Without this, fastify's
  * built-in text/plain and application/json parsers would accept it and the route would answer 400.
  */
-async function requireImageMedia(req: FastifyRequest): Promise<void> {
+export async function requireImageMedia(req: FastifyRequest): Promise<void> {
   const type = mediaType(req.headers['content-type']);
   if (type !== '' && !isImageMedia(type))
     throw unsupportedMedia(`content type '${type}' is not accepted; send image/jpeg, image/png, image/webp or multipart/form-data`);

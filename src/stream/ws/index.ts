@@ -9,11 +9,13 @@ import type { StreamConfig } from '../../config.js';
 import { detectTask } from './detect-task.js';
 import { CLOSE } from './protocol.js';
 import { StreamSession, type SessionStats } from './session.js';
+import { trackTask } from './track-task.js';
 import type { TaskHandler, TaskServices, TaskTable } from './tasks.js';
 
 export { CLOSE, STREAM_TASKS } from './protocol.js';
 export type { StreamLimits } from './session.js';
 export type { TaskHandler, TaskStream } from './tasks.js';
+export type { TrackStreamResult } from './track-task.js';
 
 /** The open streams of one server (for the limit, shutdown and stats). */
 export class StreamHub {
@@ -43,7 +45,7 @@ declare module 'fastify' {
 }
 
 export function streamTasks(services: TaskServices): TaskTable {
-  const handlers: TaskHandler[] = [detectTask(services)];
+  const handlers: TaskHandler[] = [detectTask(services), trackTask(services)];
   return new Map(handlers.map((h) => [h.task, h]));
 }
 

@@ -7,6 +7,7 @@
 import type { ModelRegistry } from '../../models/registry.js';
 import type { DetectService } from '../../pipeline/detect.js';
 import type { ImageInput } from '../../pipeline/messages.js';
+import type { TrackService } from '../../pipeline/track.js';
 import type { FrameHeader, ModelDescription, StageTimings, StreamTask } from './protocol.js';
 
 export interface TaskFrame {
@@ -43,6 +44,7 @@ export interface TaskHandler {
 export interface TaskServices {
   readonly registry: ModelRegistry;
   readonly detector: DetectService;
+  readonly tracker: TrackService;
 }
 
 export type TaskTable = ReadonlyMap<StreamTask, TaskHandler>;

@@ -1,0 +1,82 @@
+/**
+ * `track` on a stream: one LoRAT single-object tracker per stream. A frame whose header carries
+ * `"init": [x1, y1, x2, y2]` (re)starts the tracker on that box (result: the box, score 1); later
+ * frames are tracked (result: box and score, as `POST /v1/track/sessions/:id/frames` answers them,
+ * less model and timings). A frame before any init, or a bad init box, is answered `bad_frame` and
+ * the stream goes on; a bad re-init keeps the object tracked so far. `reset` forgets the object.
+ *
+ * Params: `{adapter?}`. Per-stream adapter switching is planned, but no adapters are registered in
+ * this version, so any `adapter` is refused at start (`unknown_adapter`, close 1008).
+ */
+import { badInput, invalidValue, notFound } from '../../errors.js';
+import { DEFAULT_TRACKER } from '../../models/registry.js';
+import { parseBox, TrackRun, type TrackAnswer, type TrackService } from '../../pipeline/track.js';
+import type { TaskFrame, TaskHandler, TaskOutput, TaskServices, TaskStream } from './tasks.js';
+
+const PARAMS = ['model', 'adapter'] as const;
+
+/** What `track` puts in `result`: the frame size, the box in its pixels, and the score (1 on an init frame). */
+export interface TrackStreamResult {
+  image: { width: number; height: number };
+  box: [number, number, number, number];
+  score: number;
+}
+
+/** The start message's model and params as a checked tracker model id. */
+export function trackStreamModel(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): string {
+  for (const key of Object.keys(params))
+    if (!(PARAMS as readonly string[]).includes(key)) throw invalidValue(`unknown parameter '${key}' for task track; known: ${PARAMS.join(', ')}`);
+  if (params.model !== undefined && typeof params.model !== 'string') throw invalidValue(`model must be a string, got ${JSON.stringify(params.model)}`);
+  if (model !== undefined && params.model !== undefined && model !== params.model)
+    throw invalidValue(`the start message names model '${model}' and params.model '${String(params.model)}'; give one`);
+  if (params.adapter !== undefined) {
+    if (typeof params.adapter !== 'string') throw invalidValue(`adapter must be a string, got ${JSON.stringify(params.adapter)}`);
+    throw notFound(`unknown adapter '${params.adapter.slice(0, 64)}'; no adapters are registered in this version (omit adapter)`, 'unknown_adapter');
+  }
+  const id = model ?? (params.model as string | undefined) ?? DEFAULT_TRACKER;
+  services.registry.requireTask(id, 'track');
+  return id;
+}
+
+class TrackStream implements TaskStream {
+  private run: TrackRun;
+
+  constructor(
+    private readonly tracker: TrackService,
+    first: TrackRun,
+    readonly model: TaskStream['model'],
+  ) {
+    this.run = first;
+  }
+
+  async process(frame: TaskFrame): Promise<TaskOutput> {
+    const { init } = frame.header;
+    if (init === undefined && !this.run.initialized)
+      throw badInput('send init first: the first frame (and the first after reset) needs "init": [x1, y1, x2, y2] in its header', 'not_initialized');
+    const box = init === undefined ? undefined : parseBox(init);
+    await this.tracker.check(frame.image);
+    const a = box ? await this.run.init(frame.image, box) : await this.run.step(frame.image);
+    return { result: resultOf(a), timings: a.timings };
+  }
+
+  reset(): void {
+    this.run = new TrackRun(this.run.model, this.tracker.pool);
+  }
+}
+
+function resultOf(a: TrackAnswer): TrackStreamResult {
+  return { image: a.image, box: a.box, score: a.score };
+}
+
+export function trackTask(services: TaskServices): TaskHandler {
+  return {
+    task: 'track',
+    async start(model, params) {
+      const id = trackStreamModel(services, model, params);
+      const run = await services.tracker.newRun(id);
+      await services.tracker.pool.warmup(run.model);
+      const { info } = run.model;
+      return new TrackStream(services.tracker, run, { id: info.id, trained: info.trained, input: [info.input[0], info.input[1]] });
+    },
+  };
+}
