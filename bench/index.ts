@@ -4,6 +4,7 @@ import { runAdaptersBench } from './adapters.js';
 import { defaultImage, defaultWeights, runDetectBench } from './detect.js';
 import { runImportBench } from './import.js';
 import { runStreamBench } from './stream.js';
+import { runTrackBench } from './track.js';
 
 async function detect(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -25,7 +26,7 @@ async function detect(args: string[]): Promise<void> {
   );
 }
 
-const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench, stream: runStreamBench };
+const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench, stream: runStreamBench, track: runTrackBench };
 
 export async function runBench(args: string[]): Promise<void> {
   const named = args.length > 0 && !args[0].startsWith('-');
