@@ -125,20 +125,23 @@ function referenceBlock(sd: StateDict, x: Float32Array, batch: number, n: number
 describe('ViT block', () => {
   const cfg: ViTConfig = { ...small, width: 16, heads: 2 };
   const [batch, n] = [2, 5];
-  const blockGraph = (p: Params, plain: boolean) => {
+  const blockGraph = (p: Params, plain: boolean, skipLayerNorm = false) => {
     const g = new Graph('block');
     const x = g.input('tokens', 'float32', ['batch', n, cfg.width]);
-    g.output(settle(g, block(g, p.scope('blocks.0'), { x }, cfg, { plain })), 'y');
+    g.output(settle(g, block(g, p.scope('blocks.0'), { x }, cfg, { plain, skipLayerNorm })), 'y');
     return g;
   };
 
   it.each([
-    ['plain ONNX ops', true],
-    ['fused contrib ops', false],
-  ])('with %s equals softmax(QKᵀ/√d)·V and the MLP written as loops (seed 11)', async (_, plain) => {
+    ['plain ONNX ops', true, false],
+    ['fused contrib ops', false, false],
+    ['fused contrib ops and SkipLayerNormalization', false, true],
+  ])('with %s equals softmax(QKᵀ/√d)·V and the MLP written as loops (seed 11)', async (_, plain, skip) => {
     const sd = stateDictFor((p) => blockGraph(p, true), 11);
     const tokens = float32([batch, n, cfg.width], Float32Array.from({ length: batch * n * cfg.width }, (_, i) => Math.sin(1.7 * i) * 1.5));
-    const { y } = await run(blockGraph(Params.fromStateDict(sd), plain as boolean), { tokens });
+    const g = blockGraph(Params.fromStateDict(sd), plain as boolean, skip as boolean);
+    expect(g.toModel().graph.nodes.some((nd) => nd.opType === 'SkipLayerNormalization')).toBe(skip);
+    const { y } = await run(g, { tokens });
     const expected = referenceBlock(sd, tokens.data as Float32Array, batch, n, cfg);
     expect(maxAbsDiff(y, Float32Array.from(expected)), 'seed 11').toBeLessThan(1e-5);
   });

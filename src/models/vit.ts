@@ -64,6 +64,12 @@ export interface ViTBuildOptions {
   readonly plain?: boolean;
   /** Adapters on the block Linears; their presence switches the names to LoRAT's (`attn.qkv.q.linear.weight`, `...lora.A`). */
   readonly lora?: LoraOptions;
+  /**
+   * Residual add + LayerNorm as ORT's `SkipLayerNormalization` (fused builds). Off by default: on the
+   * CPU its kernel measured slower than Add + LayerNormalization (bench/results/track-cpu.md, B-224
+   * ~18 ms vs ~9 ms a frame); the contrib op is for CUDA hosts.
+   */
+  readonly skipLayerNorm?: boolean;
 }
 
 /**
@@ -249,7 +255,7 @@ function branchOutput(g: Graph, x: Value, site: LinearSite, ls: LayerScale | und
   return { value, bias: bias && vector(g, `${site.name}.bias`, bias) };
 }
 
-/** `norm(x + pending branch)`; returns the new stream value too. One SkipLayerNormalization in the fused build. */
+/** `norm(x + pending branch)`; returns the new stream value too. One SkipLayerNormalization when asked for. */
 export function addNorm(g: Graph, p: Params, r: Residual, eps: number, o: ViTBuildOptions): { x: Value; normed: Value } {
   const c = assertStatic(r.x.shape.slice(-1), 'LayerNorm input')[0];
   const gamma = vector(g, `${p.prefix}.weight`, p.param('weight', [c], ones));
@@ -257,7 +263,7 @@ export function addNorm(g: Graph, p: Params, r: Residual, eps: number, o: ViTBui
   const layerNorm = (x: Value) => g.op1('LayerNormalization', [x, gamma, beta], { axis: -1, epsilon: eps });
   const b = r.branch;
   if (!b) return { x: r.x, normed: layerNorm(r.x) };
-  if (o.plain) {
+  if (o.plain || !o.skipLayerNorm) {
     const x = g.op1('Add', [r.x, b.bias ? g.op1('Add', [b.value, b.bias]) : b.value]);
     return { x, normed: layerNorm(x) };
   }
