@@ -297,6 +297,30 @@ const where: ShapeRule = (ins) => {
   return { outputs: [{ dtype: a.dtype, shape: broadcast(broadcast(c.shape, a.shape), b.shape) }], macs: 0 };
 };
 
+/** CumSum along a constant axis (scalar or 1-element tensor); `exclusive` and `reverse` leave the shape alone. */
+const cumSum: ShapeRule = (ins) => {
+  const x = req(ins[0], 'x');
+  const axis = constInts(ins[1], 'CumSum axis');
+  if (axis.length !== 1) fail('CumSum axis must hold one value');
+  normAxis(axis[0], x.shape.length);
+  return same(x);
+};
+
+/** Pad with constant pads [b₀…b₍ᵣ₋₁₎, e₀…e₍ᵣ₋₁₎] over every axis (opset < 18: no `axes` input); symbolic dims take no padding. */
+const pad: ShapeRule = (ins) => {
+  const x = req(ins[0], 'data');
+  const pads = constInts(ins[1], 'Pad pads');
+  const rank = x.shape.length;
+  if (ins[3]) fail('Pad with an axes input is not supported: give pads for every axis');
+  if (pads.length !== 2 * rank) fail(`Pad needs ${2 * rank} pads for rank ${rank}, got ${pads.length}`);
+  const shape = x.shape.map((d, i) => {
+    const [b, e] = [pads[i], pads[i + rank]];
+    if (typeof d !== 'number') return b === 0 && e === 0 ? d : fail(`Pad on the symbolic dim ${d}`);
+    return d + b + e > 0 ? d + b + e : fail(`Pad leaves nothing of axis ${i}`);
+  });
+  return { outputs: [{ dtype: x.dtype, shape }], macs: 0 };
+};
+
 const firstInput: ShapeRule = (ins) => same(req(ins[0], 'input'));
 const UNARY = ['Relu', 'Sigmoid', 'Tanh', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Erf', 'Reciprocal', 'Identity', 'Softplus', 'Elu', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Gelu', 'Sin', 'Cos', 'Floor', 'Ceil', 'Clip', 'Dropout', 'BatchNormalization', 'LayerNormalization', 'InstanceNormalization', 'LpNormalization'];
 
@@ -330,6 +354,8 @@ const RULES = new Map<string, ShapeRule>([
   ['Flatten', flatten],
   ['Cast', cast],
   ['Where', where],
+  ['CumSum', cumSum],
+  ['Pad', pad],
 ]);
 
 export function ruleKey(opType: string, domain: string): string {
