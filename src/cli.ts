@@ -14,7 +14,7 @@ import { InferencePool } from './pipeline/pool.js';
 import { buildApp, preload } from './stream/app.js';
 
 const USAGE = `usage:
-  fovea serve [--port 8080] [--host 0.0.0.0] [--ep cpu|cuda] [--workers N] [--weights MODEL=PATH]... [--max-batch 8] [--max-delay 1] [--log-level info]
+  fovea serve [--port 8080] [--host 0.0.0.0] [--ep cpu|cuda] [--workers N] [--weights MODEL=PATH]... [--adapter MODEL:NAME=PATH]... [--max-batch 8] [--max-delay 1] [--log-level info]
   fovea detect IMAGE [--model leyolo-nano] [--size 640] [--conf 0.25] [--iou 0.7] [--max-det 300] [--weights PATH] [--ep cpu|cuda]
   fovea models [--json]
   fovea build MODEL [--size 640] [--weights PATH]
@@ -53,8 +53,22 @@ function weightsMap(list: string[] | undefined): Record<string, string> {
   return out;
 }
 
+/** `--adapter MODEL:NAME=PATH` (serve, repeatable) into model id → name → path. */
+function adaptersMap(list: string[] | undefined): Record<string, Record<string, string>> {
+  const out: Record<string, Record<string, string>> = {};
+  for (const a of list ?? []) {
+    const m = /^([^:=]+):([^=]+)=(.+)$/.exec(a);
+    if (!m) throw new UsageError(`--adapter takes MODEL:NAME=PATH (e.g. lorat-b224:tennis=tennis.safetensors), got '${a}'`);
+    const [, model, name, path] = m;
+    out[model] ??= {};
+    if (out[model][name] !== undefined) throw new UsageError(`--adapter ${model}:${name} is given twice`);
+    out[model][name] = path;
+  }
+  return out;
+}
+
 async function serve(args: string[]): Promise<void> {
-  const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, ep: { type: 'string' }, workers: { type: 'string' }, weights: { type: 'string', multiple: true }, 'max-batch': { type: 'string' }, 'max-delay': { type: 'string' }, 'log-level': { type: 'string' } } });
+  const { values } = parseArgs({ args, options: { port: { type: 'string' }, host: { type: 'string' }, ep: { type: 'string' }, workers: { type: 'string' }, weights: { type: 'string', multiple: true }, adapter: { type: 'string', multiple: true }, 'max-batch': { type: 'string' }, 'max-delay': { type: 'string' }, 'log-level': { type: 'string' } } });
   const base = defaultConfig();
   const config: ServerConfig = {
     ...base,
@@ -63,6 +77,7 @@ async function serve(args: string[]): Promise<void> {
     ep: ep(values.ep) ?? base.ep,
     workers: num(values.workers, 'workers') ?? base.workers,
     weights: weightsMap(values.weights),
+    adapters: adaptersMap(values.adapter),
     maxBatch: num(values['max-batch'], 'max-batch') ?? base.maxBatch,
     maxDelayMs: num(values['max-delay'], 'max-delay') ?? base.maxDelayMs,
     logLevel: logLevel(values['log-level']) ?? base.logLevel,

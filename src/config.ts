@@ -16,6 +16,11 @@ export interface ServerConfig {
   maxPixels: number;
   /** Checkpoint files per model id (`--weights MODEL=PATH`). */
   weights: Record<string, string>;
+  /**
+   * Named LoRA adapters per tracker model id (`--adapter lorat-b224:NAME=PATH`): files of LoRA factors only, all
+   * served by one loaded session of the model's unmerged graph; a stream or session picks one by name.
+   */
+  adapters: Record<string, Record<string, string>>;
   /** Folder of brought-in ONNX models and their JSON manifests (default: the project's models/). */
   modelsDir?: string;
   /** Models built and loaded at start so the first request is not slow. */
@@ -93,6 +98,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): ServerConfi
     bodyLimit: 20 * 1024 * 1024,
     maxPixels: 40_000_000,
     weights: {},
+    adapters: {},
     preload: ['leyolo-nano'],
     logLevel: 'info',
     stream: defaultStreamConfig(),

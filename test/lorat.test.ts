@@ -5,7 +5,7 @@ import { CheckpointMismatchError, Params, type StateDict } from '../src/models/g
 import { serializeModel } from '../src/models/graph/serialize.js';
 import { float32, type HostTensor } from '../src/models/graph/tensor.js';
 import { readStateDict } from '../src/models/io/index.js';
-import { buildLoRAT, loadLoRATWeights, loraFeeds, loratStateDict, parameterCount, referencePoints, variants, type LoRATConfig } from '../src/models/lorat.js';
+import { buildLoRAT, loadLoRATWeights, loraFeeds, loraInputShapes, loratStateDict, parameterCount, referencePoints, variants, type LoRATConfig } from '../src/models/lorat.js';
 import { adapterInputs } from '../src/models/vit.js';
 
 const FIXTURES = new URL('./fixtures/lorat/', import.meta.url);
@@ -65,6 +65,8 @@ describe('LoRAT architecture', () => {
     expect(p.parameterCount() + adapters).toBe(count.total);
     expect(count.total).toBe(335_744_005);
     expect(adapterInputs(g)).toHaveLength(24 * 12);
+    // The registry checks adapter files against this list, without building the graph.
+    expect(loraInputShapes('L-224')).toEqual(adapterInputs(g).map((v) => ({ name: v.name, shape: v.shape })));
     expect(g.outputValues.map((v) => v.shape)).toEqual([
       ['batch', 16, 16],
       ['batch', 16, 16, 4],
@@ -277,6 +279,8 @@ describe('LoRAT checkpoints', () => {
     expect(() => loraFeeds(missing, g)).toThrow(/missing blocks\.1\.mlp\.fc2\.lora\.B/);
     const foreign = new Map([...lorat, ['blocks.7.attn.proj.lora.A', float32([4, c])]]);
     expect(() => loraFeeds(foreign, g)).toThrow(/unexpected blocks\.7\.attn\.proj\.lora\.A/);
+    expect(loraInputShapes(tiny)).toEqual(adapterInputs(g).map((v) => ({ name: v.name, shape: v.shape })));
+    expect(() => loraFeeds(foreign, loraInputShapes(tiny))).toThrow(/unexpected blocks\.7\.attn\.proj\.lora\.A/);
   });
 
   it('the variant table is the spec’s: ViT-S/B/L /14, template 112, search 224, r 64, alpha 64', () => {

@@ -221,11 +221,13 @@ describe('REST errors: the one error shape', () => {
     expect(app.tracker.size).toBe(0);
   });
 
-  it('an unknown model → 404 unknown_model; a detection model → 422 wrong_task', async () => {
+  it('an unknown model → 404 unknown_model; a detection model → 422 wrong_task; an adapter the model does not have → 404 unknown_adapter', async () => {
     const unknown = await expectError(await create({ image: blob(video[0]), box: player }, '?model=lorat-xl'), 404, 'unknown_model');
     expect(unknown.message).toMatch(/lorat-s224/);
     const wrong = await expectError(await create({ image: blob(video[0]), box: player }, '?model=leyolo-nano'), 422, 'wrong_task');
     expect(wrong.message).toMatch(/leyolo-nano.*detect/);
+    const adapter = await expectError(await create({ image: blob(video[0]), box: player }, `?model=${MODEL}&adapter=tennis-lora`), 404, 'unknown_adapter');
+    expect(adapter.message).toMatch(/tennis-lora.*has none/);
   });
 
   it('an unknown session → 404 unknown_session, for frames and DELETE', async () => {
@@ -353,7 +355,7 @@ describe('the track task on /v1/stream', () => {
     await allStreamsClosed();
   });
 
-  it('start refuses an adapter (none are registered), unknown params and models: an error, then close 1008', async () => {
+  it('start refuses an unknown adapter (this server registers none), unknown params and models: an error, then close 1008', async () => {
     async function refused(model: string | undefined, params: Record<string, unknown>): Promise<{ code: string; close: number; message: string }> {
       const client = await connect(streamUrl);
       const r = await client.start('track', model, params).then(
@@ -364,7 +366,7 @@ describe('the track task on /v1/stream', () => {
     }
     const adapter = await refused(MODEL, { adapter: 'tennis-lora' });
     expect(adapter).toMatchObject({ code: 'unknown_adapter', close: 1008 });
-    expect(adapter.message).toMatch(/tennis-lora.*no adapters are registered/);
+    expect(adapter.message).toMatch(/tennis-lora.*lorat-s224.*has none/);
     expect(await refused(MODEL, { adapter: 3 })).toMatchObject({ code: 'invalid_value', close: 1008 });
     expect(await refused(MODEL, { size: 224 })).toMatchObject({ code: 'invalid_value', close: 1008 });
     expect(await refused('lorat-xl', {})).toMatchObject({ code: 'unknown_model', close: 1008 });

@@ -16,7 +16,7 @@ import { CheckpointMismatchError, Params } from './graph/params.js';
 import type { HostTensor } from './graph/tensor.js';
 import { float32, int64, shapeString } from './graph/tensor.js';
 import type { LoraOptions, Residual, ViTConfig } from './vit.js';
-import { VIT_LINEAR_INIT, addNorm, adapterInputs, blocks, dinov2, linear, patchEmbedding, resizePosEmbed } from './vit.js';
+import { LORA_TARGETS, VIT_LINEAR_INIT, addNorm, adapterInputs, blocks, dinov2, linear, patchEmbedding, resizePosEmbed } from './vit.js';
 
 export interface LoRATConfig {
   readonly vit: ViTConfig;
@@ -251,13 +251,46 @@ export function adapterScale(adapter: StateDict, rank: number): number {
   return scalar('lora_alpha', alpha) / (rs && scalar('use_rslora', rs) !== 0 ? Math.sqrt(rank) : rank);
 }
 
+/** An adapter input of a `lora: 'inputs'` graph: its name and shape. */
+export interface AdapterInput {
+  readonly name: string;
+  readonly shape: readonly (number | string)[];
+}
+
+/**
+ * The adapter inputs a `lora: 'inputs'` build of `variant` declares, in the graph's order, without building it
+ * (the registry checks adapter files against a cached graph): per block, q, k, v, proj, fc1, fc2 (A [r, in], B [out, r]).
+ * Checked against `adapterInputs` of real builds in test/lorat.test.ts.
+ */
+export function loraInputShapes(variant: LoRATVariant | LoRATConfig): AdapterInput[] {
+  const { vit, lora } = configOf(variant);
+  const c = vit.width;
+  const hidden = Math.floor(c * vit.mlpRatio);
+  const dims: Record<(typeof LORA_TARGETS)[number], [number, number]> = {
+    'attn.qkv.q': [c, c],
+    'attn.qkv.k': [c, c],
+    'attn.qkv.v': [c, c],
+    'attn.proj': [c, c],
+    'mlp.fc1': [c, hidden],
+    'mlp.fc2': [hidden, c],
+  };
+  const out: AdapterInput[] = [];
+  for (let i = 0; i < vit.depth; i++)
+    for (const t of LORA_TARGETS) {
+      const [dIn, dOut] = dims[t];
+      out.push({ name: `blocks.${i}.${t}.lora.A`, shape: [lora.rank, dIn] }, { name: `blocks.${i}.${t}.lora.B`, shape: [dOut, lora.rank] });
+    }
+  return out;
+}
+
 /**
  * Feeds for a graph built with `lora: 'inputs'` from a named adapter's state dict (LoRAT keys `...lora.A` / `...lora.B`).
  * The adapter's scaling is folded into B (the graph computes `+ (xAᵀ)Bᵀ`), so adapters with any alpha share one session.
+ * `g` is the graph, or its adapter inputs (`loraInputShapes`).
  * Throws, naming the keys, when the adapter lacks one, has one the graph does not, or a shape differs.
  */
-export function loraFeeds(adapter: StateDict, g: Graph): Map<string, HostTensor> {
-  const inputs = adapterInputs(g);
+export function loraFeeds(adapter: StateDict, g: Graph | readonly AdapterInput[]): Map<string, HostTensor> {
+  const inputs: readonly AdapterInput[] = g instanceof Graph ? adapterInputs(g) : g;
   const feeds = new Map<string, HostTensor>();
   const problems: string[] = [];
   for (const v of inputs) {

@@ -9,15 +9,15 @@ import { readFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { invalidValue, notFound } from '../errors.js';
-import { Params, type StateDict } from './graph/params.js';
+import { CheckpointMismatchError, Params, type StateDict } from './graph/params.js';
 import type { ModelProto } from './graph/proto.js';
 import { saveModel } from './graph/serialize.js';
 import { readStateDict } from './io/index.js';
 import { loadManifests, type BroughtModel, type Normalize } from './manifest.js';
 import { COCO80 } from '../heads/detect/labels.js';
 import { SIZE_MULTIPLE, buildLeYolo, variants as leyoloVariants, type LeYoloVariant } from './leyolo.js';
-import { buildLoRAT, featureSizes, loadLoRATWeights, parameterCount as loratParameterCount, variants as loratVariants, type LoRATVariant, type LoRATWeights } from './lorat.js';
-import type { TrackModelSpec } from '../pipeline/messages.js';
+import { buildLoRAT, featureSizes, loadLoRATWeights, loraFeeds, loraInputShapes, parameterCount as loratParameterCount, variants as loratVariants, type LoRATVariant, type LoRATWeights } from './lorat.js';
+import type { AdapterFeed, TrackModelSpec } from '../pipeline/messages.js';
 
 /** Bump when a builder's output changes, so cached graphs are rebuilt. */
 export const BUILDER_VERSION = 'fovea-builder-1';
@@ -89,6 +89,18 @@ export interface BuiltTracker extends TrackModelSpec {
   readonly info: ModelInfo;
 }
 
+/** Adapter names: what a stream or session asks for (`adapter=NAME`). */
+export const ADAPTER_NAME = /^[a-z0-9._-]{1,64}$/;
+
+/** Keys an adapter file may hold: LoRA factors under LoRAT's module paths, and the scaling. */
+const ADAPTER_KEY = /^blocks\.\d+\.(?:attn\.qkv\.[qkv]|attn\.proj|mlp\.fc[12])\.lora\.[AB]$|^lora_alpha$|^use_rslora$/;
+
+interface Adapter {
+  readonly path: string;
+  /** In the graph's input order, scaling folded into B (`loraFeeds`). */
+  readonly feeds: readonly AdapterFeed[];
+}
+
 /** The project root (where package.json is), found from this file in src/ or dist/src/. */
 function projectRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
@@ -114,7 +126,10 @@ export class ModelRegistry {
   private readonly built = new Map<string, Promise<BuiltModel>>();
   private readonly weights = new Map<string, Weights>();
   private readonly brought = new Map<string, BroughtModel>();
+  /** Built trackers by model id, and by `id:inputs` for the unmerged graph the adapters share. */
   private readonly trackers = new Map<string, Promise<BuiltTracker>>();
+  /** Named adapters per tracker model id. */
+  private readonly adapters = new Map<string, Map<string, Adapter>>();
 
   constructor(opts: RegistryOptions = {}) {
     this.cacheDir = opts.cacheDir ?? defaultCacheDir();
@@ -193,12 +208,14 @@ export class ModelRegistry {
    */
   async useWeights(id: string, path: string): Promise<void> {
     const info = this.info(id);
+    if (this.adapters.has(id)) throw invalidValue(`model '${id}' already has adapters: give its weights first`);
     const hash = createHash('sha256');
     for (const file of path.split(',')) hash.update(await readFile(file));
     this.weights.set(id, { path, digest: hash.digest('hex').slice(0, 16) });
     this.infos.set(id, { ...info, trained: true });
     for (const key of [...this.built.keys()]) if (key.startsWith(`${id}@`)) this.built.delete(key);
     this.trackers.delete(id);
+    this.trackers.delete(`${id}:inputs`);
     if (info.task === 'track') {
       await this.buildTracker(id);
       return;
@@ -243,32 +260,92 @@ export class ModelRegistry {
     return { info, size: s, width: s, height: s, labels: COCO80, maxBatch: Infinity, key: `${info.id}@${s}:${key}`, path, numAnchors };
   }
 
-  /** Builds (or finds in the cache) the tracker graph of `id`, LoRA merged: the deployed graph is a plain ViT. */
-  buildTracker(id: string): Promise<BuiltTracker> {
+  /**
+   * Builds (or finds in the cache) the tracker graph of `id`. By default LoRA is merged: the deployed graph is a
+   * plain ViT. With `adapters`, the LoRA factors are graph inputs (`lora: 'inputs'`): one session, shared by every
+   * adapter of the model (`addAdapter`), a search naming the adapter it runs with; the base weights are the model's
+   * (seeded, or `useWeights` less the checkpoint's own LoRA factors).
+   */
+  buildTracker(id: string, opts: { adapters?: boolean } = {}): Promise<BuiltTracker> {
     const info = this.requireTask(id, 'track');
-    let b = this.trackers.get(id);
+    const memo = opts.adapters ? `${id}:inputs` : id;
+    let b = this.trackers.get(memo);
     if (!b) {
-      b = this.buildTrackerUncached(info);
-      b.catch(() => this.trackers.delete(id));
-      this.trackers.set(id, b);
+      b = this.buildTrackerUncached(info, opts.adapters === true);
+      b.catch(() => this.trackers.delete(memo));
+      this.trackers.set(memo, b);
     }
     return b;
   }
 
-  private async buildTrackerUncached(info: ModelInfo): Promise<BuiltTracker> {
+  private async buildTrackerUncached(info: ModelInfo, inputs: boolean): Promise<BuiltTracker> {
     const variant = TRACKERS[info.id];
     const cfg = loratVariants[variant];
     const w = this.weights.get(info.id);
-    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
-    const path = join(this.cacheDir, `${info.id}-${key}.onnx`);
+    const key = createHash('sha256')
+      .update(JSON.stringify([BUILDER_VERSION, info.id, w ? `weights:${w.digest}` : 'seeded:0', ...(inputs ? ['lora:inputs'] : [])]))
+      .digest('hex')
+      .slice(0, 16);
+    const path = join(this.cacheDir, `${info.id}${inputs ? '-inputs' : ''}-${key}.onnx`);
     if (!existsSync(path)) {
       // `--weights lorat-b224=LORAT_FILE[,DINOV2_FILE]`: an adapters-only LoRAT file needs the DINOv2 backbone.
       const params = w ? loadLoRATWeights(await loratWeights(w.path), variant) : Params.seeded(0);
-      const g = buildLoRAT(variant, params, { lora: 'merged' });
-      saveAtomically(g.toModel({ model: info.id, trained: String(info.trained) }), path);
+      const g = buildLoRAT(variant, params, { lora: inputs ? 'inputs' : 'merged' });
+      saveAtomically(g.toModel({ model: info.id, trained: String(info.trained), lora: inputs ? 'inputs' : 'merged' }), path);
     }
     const feat = featureSizes(cfg);
-    return { info, key: `${info.id}:${key}`, path, templateSize: cfg.templateSize, searchSize: cfg.searchSize, templateFeat: feat.template, templateAreaFactor: 2, maxBatch: 1 };
+    const spec = { info, key: `${info.id}:${key}`, path, templateSize: cfg.templateSize, searchSize: cfg.searchSize, templateFeat: feat.template, templateAreaFactor: 2, maxBatch: 1 } as const;
+    return inputs ? { ...spec, key: `${spec.key}:inputs`, adapters: true } : spec;
+  }
+
+  /**
+   * Registers the LoRA adapter file at `path` as `name` for the tracker `id` (`--adapter lorat-b224:NAME=PATH`).
+   * The file (.safetensors/.pth/.bin) holds only LoRA factors under LoRAT's names (`blocks.N.attn.qkv.q.lora.A`,
+   * `...lora.B`, for q, k, v, proj, fc1, fc2 of every block) and optionally `lora_alpha` / `use_rslora` (scaling
+   * 1 without them); they replace the checkpoint's own factors. The file is checked against the inputs of the
+   * model's unmerged graph (refused at start, naming the keys, when it does not fit), and that graph is built (or
+   * found in the cache) now.
+   */
+  async addAdapter(id: string, name: string, path: string): Promise<void> {
+    this.requireTask(id, 'track');
+    if (!ADAPTER_NAME.test(name)) throw invalidValue(`adapter name must match ${ADAPTER_NAME.source}, got '${name.slice(0, 80)}'`);
+    if (this.adapters.get(id)?.has(name)) throw invalidValue(`model '${id}' already has an adapter named '${name}'`);
+    const sd = await readStateDict(path);
+    const fail = (what: string) => new CheckpointMismatchError(`adapter '${name}' (${path}) does not fit ${id}: ${what}`);
+    const foreign = [...sd.keys()].filter((k) => !ADAPTER_KEY.test(k));
+    if (foreign.length)
+      throw fail(`it holds keys that are not LoRA factors: ${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? `, … (${foreign.length} in all)` : ''} (an adapter file holds blocks.N.<module>.lora.A/B and lora_alpha only)`);
+    let feeds: AdapterFeed[];
+    try {
+      // Compact copies: a view into a larger file buffer would take all of it along to every worker.
+      feeds = [...loraFeeds(sd, loraInputShapes(TRACKERS[id]))].map(([input, t]) => ({ name: input, dims: [...t.shape], data: (t.data as Float32Array).slice() }));
+    } catch (e) {
+      if (e instanceof CheckpointMismatchError) throw fail(e.message.replace(/^adapter does not fit the graph — /, ''));
+      throw e;
+    }
+    await this.buildTracker(id, { adapters: true });
+    if (this.adapters.get(id)?.has(name)) throw invalidValue(`model '${id}' already has an adapter named '${name}'`);
+    const set = this.adapters.get(id) ?? new Map<string, Adapter>();
+    set.set(name, { path, feeds });
+    this.adapters.set(id, set);
+  }
+
+  /** The adapters registered for `id`, in the order they were added. */
+  adapterNames(id: string): string[] {
+    return [...(this.adapters.get(id)?.keys() ?? [])];
+  }
+
+  /** Checks that `id` has an adapter `name`: 404 `unknown_adapter`, naming the ones it has. */
+  requireAdapter(id: string, name: string): void {
+    if (this.adapters.get(id)?.has(name)) return;
+    const names = this.adapterNames(id);
+    throw notFound(`unknown adapter '${name.slice(0, 64)}' for model '${id}'; ${names.length ? `available: ${names.join(', ')}` : 'it has none (serve --adapter MODEL:NAME=PATH)'}`, 'unknown_adapter');
+  }
+
+  /** The feeds of adapter `name` of `id`, as the workers take them. */
+  adapterFeeds(id: string, name: string): readonly AdapterFeed[] {
+    this.requireAdapter(id, name);
+    return this.adapters.get(id)!.get(name)!.feeds;
   }
 
   /** The serialized graph of a built model (for sessions created from bytes). */

@@ -53,6 +53,34 @@ export interface TrackModelSpec {
   readonly templateFeat: number;
   readonly templateAreaFactor: number;
   readonly maxBatch: 1;
+  /** The graph takes LoRA factors as inputs (`lora: 'inputs'`): every search job names one of the adapters given to the workers. */
+  readonly adapters?: true;
+}
+
+/** One LoRA factor as an adapter is fed (`blocks.3.attn.qkv.q.lora.A`, scaling folded into B). */
+export interface AdapterFeed {
+  readonly name: string;
+  readonly dims: readonly number[];
+  readonly data: Float32Array;
+}
+
+/** Gives every worker a named adapter of an unmerged tracker graph; kept as ready tensors next to its session. */
+export interface AdapterRequest {
+  readonly type: 'adapter';
+  readonly id: number;
+  readonly model: TrackModelSpec;
+  readonly name: string;
+  readonly feeds: readonly AdapterFeed[];
+}
+
+/** What a worker holds: for tests and diagnostics. */
+export interface WorkerStats {
+  /** Sessions created so far (a reload after a failed load counts again). */
+  readonly loads: number;
+  /** Model keys with a session. */
+  readonly sessions: readonly string[];
+  /** Adapter names per model key. */
+  readonly adapters: Readonly<Record<string, readonly string[]>>;
 }
 
 export interface CropParamsMessage {
@@ -78,9 +106,16 @@ export interface TrackJob {
     readonly template: Float32Array;
     readonly mask: BigInt64Array;
   };
+  /** The adapter a search runs with (required by, and only for, a model with `adapters`). */
+  readonly adapter?: string;
 }
 
-export type WorkerRequest = DetectJob | TrackJob | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec | TrackModelSpec };
+export type WorkerRequest =
+  | DetectJob
+  | TrackJob
+  | AdapterRequest
+  | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec | TrackModelSpec }
+  | { readonly type: 'stats'; readonly id: number };
 
 export interface Timings {
   decode: number;
@@ -125,4 +160,6 @@ export type WorkerReply =
   | TrackReply
   | WorkerError
   | { readonly type: 'warmup'; readonly id: number; readonly ep: ExecutionProvider; readonly warning?: string }
+  | { readonly type: 'adapter'; readonly id: number }
+  | ({ readonly type: 'stats'; readonly id: number } & WorkerStats)
   | { readonly type: 'log'; readonly level: 'warn' | 'info'; readonly message: string };

@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { FoveaError, unavailable } from '../errors.js';
 import type { DetectOptions } from '../heads/detect/index.js';
-import type { DetectResult, ExecutionProvider, ImageInput, ModelSpec, TrackJob, TrackModelSpec, TrackReply, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import type { AdapterFeed, AdapterRequest, DetectResult, ExecutionProvider, ImageInput, ModelSpec, TrackJob, TrackModelSpec, TrackReply, WorkerConfig, WorkerReply, WorkerRequest, WorkerStats } from './messages.js';
 
 export interface PoolOptions {
   workers?: number;
@@ -50,6 +50,8 @@ export class InferencePool {
   private readonly log: NonNullable<PoolOptions['log']>;
   private nextId = 1;
   private closed = false;
+  /** Adapters every worker holds (model key + name → request), given again to a worker started after a crash. */
+  private readonly adapters = new Map<string, Omit<AdapterRequest, 'id'>>();
 
   constructor(opts: PoolOptions = {}) {
     const cores = availableParallelism();
@@ -88,13 +90,13 @@ export class InferencePool {
     };
     slot.worker.on('error', (e) => die(e.message));
     slot.worker.on('exit', (code) => die(`exit code ${code}`));
+    // Before any job can reach it (messages arrive in order): the adapters the other workers hold.
+    for (const a of this.adapters.values())
+      this.send(slot, a).catch((e: unknown) => this.log('warn', `adapter '${a.name}' not given to the new worker: ${(e as Error).message}`));
     return slot;
   }
 
-  private submit(body: JobBody, transfer: ArrayBuffer[] = []): Promise<WorkerReply> {
-    if (this.closed) return Promise.reject(unavailable('the server is shutting down'));
-    const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
-    if (slot.pending.size >= this.maxQueue) return Promise.reject(new FoveaError(503, 'overloaded', 'inference queue is full; retry shortly'));
+  private send(slot: Slot, body: JobBody, transfer: ArrayBuffer[] = []): Promise<WorkerReply> {
     const id = this.nextId++;
     return new Promise((resolve, reject) => {
       slot.pending.set(id, { resolve, reject });
@@ -102,9 +104,42 @@ export class InferencePool {
     });
   }
 
+  private submit(body: JobBody, transfer: ArrayBuffer[] = []): Promise<WorkerReply> {
+    if (this.closed) return Promise.reject(unavailable('the server is shutting down'));
+    const slot = this.slots.reduce((a, b) => (b.pending.size < a.pending.size ? b : a));
+    if (slot.pending.size >= this.maxQueue) return Promise.reject(new FoveaError(503, 'overloaded', 'inference queue is full; retry shortly'));
+    return this.send(slot, body, transfer);
+  }
+
+  /** Every worker, once each (not through the queue bound). */
+  private broadcast(body: JobBody): Promise<WorkerReply[]> {
+    if (this.closed) return Promise.reject(unavailable('the server is shutting down'));
+    return Promise.all(this.slots.map((slot) => this.send(slot, body)));
+  }
+
+  /**
+   * Gives every worker (and any worker started later) the named adapter of an unmerged tracker graph; a search
+   * job naming it then runs the model's one session with these factors. The factors are copied to each worker once.
+   */
+  async addAdapter(model: TrackModelSpec, name: string, feeds: readonly AdapterFeed[]): Promise<void> {
+    if (!model.adapters) throw new Error(`model ${model.key} has LoRA merged: it takes no adapters`);
+    const body: Omit<AdapterRequest, 'id'> = { type: 'adapter', model, name, feeds };
+    this.adapters.set(JSON.stringify([model.key, name]), body);
+    await this.broadcast(body);
+  }
+
+  /** What each worker holds: sessions created, loaded model keys, adapters per model. */
+  async stats(): Promise<WorkerStats[]> {
+    const replies = await this.broadcast({ type: 'stats' });
+    return replies.map((r) => {
+      if (r.type !== 'stats') throw new Error(`unexpected worker reply ${r.type}`);
+      return { loads: r.loads, sessions: r.sessions, adapters: r.adapters };
+    });
+  }
+
   /** Loads the model's session on every worker; resolves with the provider it runs on. */
   async warmup(model: ModelSpec | TrackModelSpec): Promise<ExecutionProvider> {
-    const replies = await Promise.all(this.slots.map(() => this.submit({ type: 'warmup', model })));
+    const replies = await this.broadcast({ type: 'warmup', model });
     const r = replies[0];
     return r.type === 'warmup' ? r.ep : 'cpu';
   }
@@ -119,7 +154,7 @@ export class InferencePool {
   }
 
   /** A tracking frame (template crop at init, or search + run) on a worker. */
-  async track(model: TrackModelSpec, image: ImageInput, step: Pick<TrackJob, 'init' | 'search'>): Promise<TrackReply> {
+  async track(model: TrackModelSpec, image: ImageInput, step: Pick<TrackJob, 'init' | 'search' | 'adapter'>): Promise<TrackReply> {
     const bytes = new Uint8Array(image.kind === 'encoded' ? image.bytes : image.data);
     const moved: ImageInput = image.kind === 'encoded' ? { kind: 'encoded', bytes } : { ...image, data: bytes };
     const transfer: ArrayBuffer[] = [bytes.buffer];
@@ -129,7 +164,7 @@ export class InferencePool {
       search = { ...search, template: Float32Array.from(search.template), mask: BigInt64Array.from(search.mask) };
       transfer.push(search.template.buffer as ArrayBuffer, search.mask.buffer as ArrayBuffer);
     }
-    const r = await this.submit({ type: 'track', model, image: moved, init: step.init, search }, transfer);
+    const r = await this.submit({ type: 'track', model, image: moved, init: step.init, search, adapter: step.adapter }, transfer);
     if (r.type !== 'track') throw new Error(`unexpected worker reply ${r.type}`);
     return r;
   }

@@ -35,7 +35,10 @@ export function parseBox(v: unknown): Box {
   return [x1, y1, x2, y2];
 }
 
-/** One tracked object on one model. Frames must not overlap: callers run them one at a time. */
+/**
+ * One tracked object on one model. Frames must not overlap: callers run them one at a time. With `adapter`,
+ * `model` is the unmerged graph (`buildTracker(id, {adapters: true})`) and every search runs with that adapter.
+ */
 export class TrackRun {
   private readonly tracker = new SingleObjectTracker(LORAT_224);
   private template?: Float32Array;
@@ -44,7 +47,10 @@ export class TrackRun {
   constructor(
     readonly model: BuiltTracker,
     private readonly pool: InferencePool,
-  ) {}
+    readonly adapter?: string,
+  ) {
+    if ((adapter !== undefined) !== (model.adapters === true)) throw new Error(`model ${model.key} ${model.adapters ? 'needs' : 'takes no'} adapter`);
+  }
 
   get initialized(): boolean {
     return this.template !== undefined;
@@ -72,7 +78,7 @@ export class TrackRun {
   async step(image: ImageInput): Promise<TrackAnswer> {
     if (!this.template || !this.mask) throw invalidValue('the tracker has no initial box yet', 'not_initialized');
     const params = this.tracker.searchParams();
-    const r = await this.pool.track(this.model, image, { search: { params, padMean: this.tracker.padMean as [number, number, number], template: this.template, mask: this.mask } });
+    const r = await this.pool.track(this.model, image, { search: { params, padMean: this.tracker.padMean as [number, number, number], template: this.template, mask: this.mask }, adapter: this.adapter });
     if (!r.search) throw new Error('worker answered a search without outputs');
     const t = performance.now();
     const decoded = decodeSearch(r.search.scoreMap, r.search.boxes, r.search.adjusted, [r.width, r.height]);
@@ -114,9 +120,26 @@ export class TrackService {
     this.sweeper = setInterval(() => this.sweep(), Math.min(this.idleMs, 10_000)).unref();
   }
 
-  /** A new tracker for a stream or a session: the model must serve `track`. */
-  async newRun(modelId = DEFAULT_TRACKER): Promise<TrackRun> {
-    return new TrackRun(await this.registry.buildTracker(modelId), this.pool);
+  /**
+   * A new tracker for a stream or a session: the model must serve `track`, and have `adapter` when one is named
+   * (404 `unknown_adapter`). Without an adapter it runs the merged graph; with one, the unmerged graph that all
+   * of the model's adapters share (the workers hold every adapter: no rebuild, no reload).
+   */
+  async newRun(modelId = DEFAULT_TRACKER, adapter?: string): Promise<TrackRun> {
+    if (adapter === undefined) return new TrackRun(await this.registry.buildTracker(modelId), this.pool);
+    this.registry.requireTask(modelId, 'track');
+    this.registry.requireAdapter(modelId, adapter);
+    return new TrackRun(await this.registry.buildTracker(modelId, { adapters: true }), this.pool, adapter);
+  }
+
+  /** Gives the workers every adapter in the registry (at start, before any stream or session names one). */
+  async loadAdapters(): Promise<void> {
+    for (const { id } of this.registry.list()) {
+      const names = this.registry.adapterNames(id);
+      if (names.length === 0) continue;
+      const spec = await this.registry.buildTracker(id, { adapters: true });
+      for (const name of names) await this.pool.addAdapter(spec, name, this.registry.adapterFeeds(id, name));
+    }
   }
 
   /** Checks an image the way detect does (header, pixel limit) before it reaches a worker. */
@@ -124,14 +147,14 @@ export class TrackService {
     return this.detector.checkImage(image);
   }
 
-  async create(image: ImageInput, box: Box, modelId = DEFAULT_TRACKER): Promise<{ sessionId: string } & TrackAnswer> {
+  async create(image: ImageInput, box: Box, modelId = DEFAULT_TRACKER, adapter?: string): Promise<{ sessionId: string } & TrackAnswer> {
     this.sweep();
     // Creates still initialising hold their place: creates sent at once cannot pass the limit together.
     if (this.sessions.size + this.starting >= this.maxSessions) throw overLimit(`too many tracking sessions (${this.maxSessions}); delete finished ones`, 'too_many_sessions');
     this.starting++;
     try {
       await this.check(image);
-      const run = await this.newRun(modelId);
+      const run = await this.newRun(modelId, adapter);
       const answer = await run.init(image, box);
       const sessionId = randomUUID();
       this.sessions.set(sessionId, { run, lastUsed: Date.now(), queue: Promise.resolve() });

@@ -5,11 +5,11 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { FoveaError } from '../errors.js';
+import { FoveaError, notFound } from '../errors.js';
 import { postprocessDetect } from '../heads/detect/index.js';
 import { decodeImage, type RgbImage } from './decode.js';
 import { letterboxGeometry } from './letterbox.js';
-import type { DetectJob, ExecutionProvider, ModelSpec, TrackJob, TrackModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import type { AdapterRequest, DetectJob, ExecutionProvider, ModelSpec, TrackJob, TrackModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
 import { cropInto, cropParams, imageChannelMeans } from './crop.js';
 import { letterboxInto } from './preprocess.js';
 import { sessionOptions } from './session-options.js';
@@ -38,6 +38,10 @@ interface Waiting {
 const config = workerData as WorkerConfig;
 const port = parentPort!;
 const models = new Map<string, Promise<LoadedModel>>();
+/** Adapters of unmerged tracker graphs: model key → adapter name → its feeds as ready tensors. One session serves them all. */
+const adapters = new Map<string, Map<string, Record<string, ort.Tensor>>>();
+/** Sessions created (for `stats`: switching adapters must not add one). */
+let loads = 0;
 
 const post = (m: WorkerReply, transfer: ArrayBuffer[] = []) => port.postMessage(m, transfer);
 
@@ -60,6 +64,7 @@ async function createSession(path: string): Promise<{ session: ort.InferenceSess
 function load(spec: ModelSpec | TrackModelSpec): Promise<LoadedModel> {
   let m = models.get(spec.key);
   if (!m) {
+    loads++;
     m = createSession(spec.path).then(({ session, ep, warning }) => {
       if (warning) post({ type: 'log', level: 'warn', message: warning });
       const pixels = 'searchSize' in spec ? spec.searchSize * spec.searchSize : Math.min(config.maxBatch, spec.maxBatch) * spec.width * spec.height;
@@ -144,12 +149,31 @@ async function runTrack(job: TrackJob, decoded: Decoded): Promise<void> {
     z: new ort.Tensor('float32', search.template, [1, 3, s, s]),
     x: new ort.Tensor('float32', model.input, [1, 3, spec.searchSize, spec.searchSize]),
     z_feat_mask: new ort.Tensor('int64', search.mask, [1, feat, feat]),
+    ...adapterFeeds(spec, job.adapter),
   });
   const t2 = performance.now();
   const scoreMap = Float32Array.from(out.score_map.data as Float32Array);
   const boxes = Float32Array.from(out.boxes.data as Float32Array);
   const timings = { decode: decodeMs, preprocess: t1 - t1Crop, infer: t2 - t1, post: performance.now() - t2 };
   post({ type: 'track', id: job.id, width: img.width, height: img.height, search: { scoreMap, boxes, adjusted }, timings }, [scoreMap.buffer, boxes.buffer]);
+}
+
+/** The LoRA factors a search on `spec` runs with: those of the named adapter on an unmerged graph, none on a merged one. */
+function adapterFeeds(spec: TrackModelSpec, name: string | undefined): Record<string, ort.Tensor> {
+  if (!spec.adapters) {
+    if (name !== undefined) throw new Error(`model ${spec.key} has LoRA merged: it takes no adapter ('${name}')`);
+    return {};
+  }
+  if (name === undefined) throw new Error(`model ${spec.key} takes its LoRA factors as inputs: a search must name an adapter`);
+  const feeds = adapters.get(spec.key)?.get(name);
+  if (!feeds) throw notFound(`unknown adapter '${name}' for ${spec.key} on this worker`, 'unknown_adapter');
+  return feeds;
+}
+
+function addAdapter(req: AdapterRequest): void {
+  const byName = adapters.get(req.model.key) ?? new Map<string, Record<string, ort.Tensor>>();
+  byName.set(req.name, Object.fromEntries(req.feeds.map((f) => [f.name, new ort.Tensor('float32', f.data, [...f.dims])])));
+  adapters.set(req.model.key, byName);
 }
 
 /** (x − mean)/std per channel plane, for brought-in graphs trained with ImageNet-style normalisation. */
@@ -208,6 +232,20 @@ function pump(): void {
 }
 
 port.on('message', (req: WorkerRequest) => {
+  if (req.type === 'adapter') {
+    try {
+      addAdapter(req);
+      post({ type: 'adapter', id: req.id });
+    } catch (e) {
+      fail(req.id, e);
+    }
+    return;
+  }
+  if (req.type === 'stats') {
+    const byModel = Object.fromEntries([...adapters].map(([key, m]) => [key, [...m.keys()]]));
+    post({ type: 'stats', id: req.id, loads, sessions: [...models.keys()], adapters: byModel });
+    return;
+  }
   if (req.type === 'warmup') {
     load(req.model).then(
       (m) => post({ type: 'warmup', id: req.id, ep: m.ep, warning: m.warning }),

@@ -74,6 +74,7 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
   });
   await registry.addManifests(config.modelsDir);
   for (const [id, path] of Object.entries(config.weights)) await registry.useWeights(id, path);
+  for (const [id, named] of Object.entries(config.adapters ?? {})) for (const [name, path] of Object.entries(named)) await registry.addAdapter(id, name, path);
   const pool = new InferencePool({ workers: config.workers, ep: config.ep, maxPixels: config.maxPixels, maxBatch: config.maxBatch, maxDelayMs: config.maxDelayMs, log: (level, m) => app.log[level](m) });
   app.decorate('config', config);
   app.decorate('registry', registry);
@@ -87,6 +88,13 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
     tracker.close();
     await pool.close();
   });
+  try {
+    await tracker.loadAdapters();
+  } catch (e) {
+    tracker.close();
+    await pool.close();
+    throw e;
+  }
 
   app.setErrorHandler((err: FastifyError, req, reply) => {
     const e = classify(err);
@@ -133,6 +141,8 @@ export async function preload(app: FastifyInstance): Promise<void> {
   for (const id of app.config.preload) {
     const info = app.registry.info(id);
     const ep = await app.pool.warmup(info.task === 'track' ? await app.registry.buildTracker(id) : await app.detector.spec(id));
+    // A tracker with adapters also serves streams and sessions from its unmerged graph: load that session too.
+    if (app.registry.adapterNames(id).length) await app.pool.warmup(await app.registry.buildTracker(id, { adapters: true }));
     app.ep = ep;
     if (!info.trained) app.log.warn(`${id}: no weights given — serving the seeded (untrained) graph; every answer carries trained: false`);
   }

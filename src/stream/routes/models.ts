@@ -11,13 +11,17 @@ const modelSchema = {
     params: { type: 'integer' },
     trained: { type: 'boolean' },
     input: { type: 'array', items: { type: 'integer' }, minItems: 2, maxItems: 2 },
+    adapters: { type: 'array', items: { type: 'string' }, description: 'named LoRA adapters a tracker serves (adapter=NAME); absent when none' },
   },
   required: ['id', 'task', 'family', 'variant', 'params', 'trained', 'input'],
 } as const;
 
 export async function modelRoutes(app: FastifyInstance): Promise<void> {
   app.get('/v1/models', { schema: { response: { 200: { type: 'object', properties: { models: { type: 'array', items: modelSchema } } } } } }, async () => ({
-    models: app.registry.list(),
+    models: app.registry.list().map((m) => {
+      const adapters = app.registry.adapterNames(m.id);
+      return adapters.length ? { ...m, adapters } : m;
+    }),
   }));
 
   app.get(

@@ -1,7 +1,8 @@
 /**
  * Single-object tracking sessions (LoRAT):
- * - `POST /v1/track/sessions?model=lorat-b224`, multipart with a file `image` and a text field `box`
- *   (JSON `[x1, y1, x2, y2]` in image pixels) → 201 with the session id;
+ * - `POST /v1/track/sessions?model=lorat-b224[&adapter=NAME]`, multipart with a file `image` and a text field `box`
+ *   (JSON `[x1, y1, x2, y2]` in image pixels) → 201 with the session id; `adapter` names one of the model's
+ *   registered LoRA adapters (`serve --adapter`; unknown → 404 `unknown_adapter`);
  * - `POST /v1/track/sessions/:id/frames`, a raw image body (image/jpeg|png|webp) or multipart `image`
  *   → the box and score on that frame;
  * - `DELETE /v1/track/sessions/:id` → 204.
@@ -15,7 +16,10 @@ import { imageBytes, requireImageMedia } from './detect.js';
 
 const createQuery = {
   type: 'object',
-  properties: { model: { type: 'string', minLength: 1, maxLength: 64, default: DEFAULT_TRACKER } },
+  properties: {
+    model: { type: 'string', minLength: 1, maxLength: 64, default: DEFAULT_TRACKER },
+    adapter: { type: 'string', minLength: 1, maxLength: 64, description: "one of the model's LoRA adapters (GET /v1/models lists them); omitted: the model's own weights" },
+  },
   additionalProperties: false,
 } as const;
 
@@ -62,9 +66,10 @@ export async function trackRoutes(app: FastifyInstance): Promise<void> {
     async (req, reply) => {
       const fields = new Map<string, string>();
       const image = await imageBytes(req, fields);
-      const { model } = req.query as { model: string };
+      const { model, adapter } = req.query as { model: string; adapter?: string };
       app.registry.requireTask(model, 'track'); // 404 unknown_model, 422 wrong_task — before the box: the model is the resource
-      const session = await app.tracker.create({ kind: 'encoded', bytes: image }, boxField(fields.get('box')), model);
+      if (adapter !== undefined) app.registry.requireAdapter(model, adapter); // 404 unknown_adapter
+      const session = await app.tracker.create({ kind: 'encoded', bytes: image }, boxField(fields.get('box')), model, adapter);
       return reply.status(201).send(session);
     },
   );

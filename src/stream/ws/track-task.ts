@@ -5,10 +5,11 @@
  * less model and timings). A frame before any init, or a bad init box, is answered `bad_frame` and
  * the stream goes on; a bad re-init keeps the object tracked so far. `reset` forgets the object.
  *
- * Params: `{adapter?}`. Per-stream adapter switching is planned, but no adapters are registered in
- * this version, so any `adapter` is refused at start (`unknown_adapter`, close 1008).
+ * Params: `{model?, adapter?}`. `adapter` names one of the model's registered LoRA adapters (`serve --adapter`):
+ * the stream runs the model's unmerged graph with that adapter's factors — one session serves every adapter,
+ * so streams on different adapters share it. An unknown adapter is refused at start (`unknown_adapter`, close 1008).
  */
-import { badInput, invalidValue, notFound } from '../../errors.js';
+import { badInput, invalidValue } from '../../errors.js';
 import { DEFAULT_TRACKER } from '../../models/registry.js';
 import { parseBox, TrackRun, type TrackAnswer, type TrackService } from '../../pipeline/track.js';
 import type { TaskFrame, TaskHandler, TaskOutput, TaskServices, TaskStream } from './tasks.js';
@@ -22,20 +23,19 @@ export interface TrackStreamResult {
   score: number;
 }
 
-/** The start message's model and params as a checked tracker model id. */
-export function trackStreamModel(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): string {
+/** The start message's model and params as a checked tracker model id and adapter name. */
+export function trackStreamModel(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): { id: string; adapter?: string } {
   for (const key of Object.keys(params))
     if (!(PARAMS as readonly string[]).includes(key)) throw invalidValue(`unknown parameter '${key}' for task track; known: ${PARAMS.join(', ')}`);
   if (params.model !== undefined && typeof params.model !== 'string') throw invalidValue(`model must be a string, got ${JSON.stringify(params.model)}`);
   if (model !== undefined && params.model !== undefined && model !== params.model)
     throw invalidValue(`the start message names model '${model}' and params.model '${String(params.model)}'; give one`);
-  if (params.adapter !== undefined) {
-    if (typeof params.adapter !== 'string') throw invalidValue(`adapter must be a string, got ${JSON.stringify(params.adapter)}`);
-    throw notFound(`unknown adapter '${params.adapter.slice(0, 64)}'; no adapters are registered in this version (omit adapter)`, 'unknown_adapter');
-  }
+  if (params.adapter !== undefined && typeof params.adapter !== 'string') throw invalidValue(`adapter must be a string, got ${JSON.stringify(params.adapter)}`);
   const id = model ?? (params.model as string | undefined) ?? DEFAULT_TRACKER;
   services.registry.requireTask(id, 'track');
-  return id;
+  const adapter = params.adapter as string | undefined;
+  if (adapter !== undefined) services.registry.requireAdapter(id, adapter);
+  return { id, adapter };
 }
 
 class TrackStream implements TaskStream {
@@ -60,7 +60,7 @@ class TrackStream implements TaskStream {
   }
 
   reset(): void {
-    this.run = new TrackRun(this.run.model, this.tracker.pool);
+    this.run = new TrackRun(this.run.model, this.tracker.pool, this.run.adapter);
   }
 }
 
@@ -72,8 +72,8 @@ export function trackTask(services: TaskServices): TaskHandler {
   return {
     task: 'track',
     async start(model, params) {
-      const id = trackStreamModel(services, model, params);
-      const run = await services.tracker.newRun(id);
+      const { id, adapter } = trackStreamModel(services, model, params);
+      const run = await services.tracker.newRun(id, adapter);
       await services.tracker.pool.warmup(run.model);
       const { info } = run.model;
       return new TrackStream(services.tracker, run, { id: info.id, trained: info.trained, input: [info.input[0], info.input[1]] });
