@@ -286,7 +286,7 @@ function upsampleBilinear(g: Graph, x: Value, factor: number, alignCorners: bool
 }
 
 /** LGFU: D' = Conv1Relu(up(D)); G = σ(gate_unit.1(Conv3Relu([D', S]))); F = D' + G ⊙ S. */
-function lgfu(g: Graph, p: Params, cDeep: number, cShallow: number, o: BuildOptions): (deep: Value, shallow: Value) => Value {
+export function lgfu(g: Graph, p: Params, cDeep: number, cShallow: number, o: BuildOptions): (deep: Value, shallow: Value) => Value {
   const align = convRelu(g, p.scope('conv1x1_align'), cDeep, cShallow, 1, o);
   const gate3 = convRelu(g, p.scope('gate_unit.0'), 2 * cShallow, cShallow, 3, o);
   const gate1 = conv2dLayer(g, p.scope('gate_unit.1'), cShallow, 1, 1);
@@ -299,7 +299,7 @@ function lgfu(g: Graph, p: Params, cDeep: number, cShallow: number, o: BuildOpti
 }
 
 /** FCNHead: refine.0/1 = Conv3Relu(C, C), Conv3Relu(C, max(C/2, classes)), Dropout2d (eval no-op), classifier 1×1 with bias. */
-function fcnHead(g: Graph, p: Params, c: number, classes: number, o: BuildOptions): Layer {
+export function fcnHead(g: Graph, p: Params, c: number, classes: number, o: BuildOptions): Layer {
   const inter = Math.max(Math.floor(c / 2), classes);
   const r0 = convRelu(g, p.scope('refine.0'), c, c, 3, o);
   const r1 = convRelu(g, p.scope('refine.1'), c, inter, 3, o);
