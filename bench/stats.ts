@@ -1,7 +1,7 @@
 /** Small helpers every benchmark shares: order statistics, the machine's description, result files. */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
-import { dirname, join } from 'node:path';
+import { dirname, isAbsolute, join, relative as relativePath } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export function quantile(xs: readonly number[], q: number): number {
@@ -49,7 +49,9 @@ export function writeResults(name: string, json: unknown, markdown: string): { j
   const dir = join(projectRoot(), 'bench', 'results');
   mkdirSync(dir, { recursive: true });
   const paths = { json: join(dir, `${name}.json`), md: join(dir, `${name}.md`) };
-  writeFileSync(paths.json, JSON.stringify(json, null, 2) + '\n');
+  // Paths are written relative to the project, so results name no machine's folders.
+  const relative = (_k: string, v: unknown) => (typeof v === 'string' && isAbsolute(v) ? relativePath(projectRoot(), v) : v);
+  writeFileSync(paths.json, JSON.stringify(json, relative, 2) + '\n');
   writeFileSync(paths.md, markdown);
   return paths;
 }
