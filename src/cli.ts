@@ -8,6 +8,7 @@ import { CheckpointMismatchError } from './models/graph/params.js';
 import { CheckpointError } from './models/io/index.js';
 import { ManifestError } from './models/manifest.js';
 import { DEFAULT_MODEL, ModelRegistry } from './models/registry.js';
+import { ClassifyService, DEFAULT_CLASSIFIER } from './pipeline/classify.js';
 import { DetectService } from './pipeline/detect.js';
 import type { ExecutionProvider } from './pipeline/messages.js';
 import { InferencePool } from './pipeline/pool.js';
@@ -16,6 +17,7 @@ import { buildApp, preload } from './stream/app.js';
 const USAGE = `usage:
   fovea serve [--port 8080] [--host 0.0.0.0] [--ep cpu|cuda] [--workers N] [--weights MODEL=PATH]... [--adapter MODEL:NAME=PATH]... [--max-batch 8] [--max-delay 1] [--log-level info]
   fovea detect IMAGE [--model leyolo-nano] [--size 640] [--conf 0.25] [--iou 0.7] [--max-det 300] [--weights PATH] [--ep cpu|cuda]
+  fovea classify IMAGE [--model vig-t] [--size 224] [--top-k 5] [--weights PATH] [--ep cpu|cuda]
   fovea models [--json]
   fovea build MODEL [--size 640] [--weights PATH]
   fovea bench detect|stream|import|adapters [options]`;
@@ -117,6 +119,30 @@ async function detect(args: string[]): Promise<void> {
   }
 }
 
+/** `fovea classify IMAGE`: the same JSON as `POST /v1/classify`. */
+async function classify(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { model: { type: 'string' }, size: { type: 'string' }, 'top-k': { type: 'string' }, weights: { type: 'string' }, ep: { type: 'string' } },
+  });
+  if (positionals.length !== 1) throw new UsageError('classify takes one IMAGE path');
+  const model = values.model ?? DEFAULT_CLASSIFIER;
+  const registry = new ModelRegistry();
+  await registry.addManifests();
+  registry.requireTask(model, 'classify');
+  if (values.weights) await registry.useWeights(model, values.weights);
+  const pool = new InferencePool({ ep: ep(values.ep) ?? 'cpu', log: (level, m) => console.error(`${level}: ${m}`) });
+  try {
+    const service = new ClassifyService(registry, pool, new DetectService(registry, pool));
+    const r = await service.classify(readFileSync(positionals[0]), { model, size: num(values.size, 'size'), topK: num(values['top-k'], 'top-k') });
+    if (!r.model.trained) console.error(`note: ${r.model.id} has no trained weights: these outputs come from a seeded graph, not predictions`);
+    console.log(JSON.stringify(r, null, 2));
+  } finally {
+    await pool.close();
+  }
+}
+
 async function models(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
   const registry = new ModelRegistry();
@@ -134,7 +160,8 @@ async function build(args: string[]): Promise<void> {
   await registry.addManifests();
   if (values.weights) await registry.useWeights(positionals[0], values.weights);
   const id = positionals[0];
-  const b = registry.info(id).task === 'track' ? await registry.buildTracker(id) : await registry.build(id, num(values.size, 'size'));
+  const task = registry.info(id).task;
+  const b = task === 'track' ? await registry.buildTracker(id) : task === 'classify' ? await registry.buildClassifier(id, num(values.size, 'size')) : await registry.build(id, num(values.size, 'size'));
   console.log(JSON.stringify({ id: b.info.id, path: b.path, params: b.info.params, trained: b.info.trained }));
 }
 
@@ -143,6 +170,7 @@ async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'serve': return serve(rest);
     case 'detect': return detect(rest);
+    case 'classify': return classify(rest);
     case 'models': return models(rest);
     case 'build': return build(rest);
     case 'bench': {

@@ -17,7 +17,9 @@ import { loadManifests, type BroughtModel, type Normalize } from './manifest.js'
 import { COCO80 } from '../heads/detect/labels.js';
 import { SIZE_MULTIPLE, buildLeYolo, variants as leyoloVariants, type LeYoloVariant } from './leyolo.js';
 import { buildLoRAT, featureSizes, loadLoRATWeights, loraFeeds, loraInputShapes, parameterCount as loratParameterCount, variants as loratVariants, type LoRATVariant, type LoRATWeights } from './lorat.js';
-import type { AdapterFeed, TrackModelSpec } from '../pipeline/messages.js';
+import type { AdapterFeed, ClassifyModelSpec, TrackModelSpec } from '../pipeline/messages.js';
+import { CLASSIFIERS, CLASSIFY_SIZE, buildClassifier, classifierInfo } from './classifiers.js';
+import { IMAGENET1K } from '../heads/classify/index.js';
 
 /** Bump when a builder's output changes, so cached graphs are rebuilt. */
 export const BUILDER_VERSION = 'fovea-builder-1';
@@ -29,7 +31,7 @@ interface Weights {
   stateDict?: Promise<StateDict>;
 }
 
-export type Task = 'detect' | 'track';
+export type Task = 'detect' | 'track' | 'classify';
 
 export interface ModelInfo {
   readonly id: string;
@@ -84,6 +86,12 @@ const TRACKERS: Readonly<Record<string, LoRATVariant>> = {
 export const DEFAULT_MODEL = 'leyolo-nano';
 export const DEFAULT_TRACKER = 'lorat-b224';
 
+/** A built classifier: the spec a worker needs, with the model's catalogue entry and its labels. */
+export interface BuiltClassifier extends ClassifyModelSpec {
+  readonly info: ModelInfo;
+  readonly labels: readonly string[];
+}
+
 /** A built tracker: the spec a worker needs, with the model's catalogue entry. */
 export interface BuiltTracker extends TrackModelSpec {
   readonly info: ModelInfo;
@@ -128,6 +136,8 @@ export class ModelRegistry {
   private readonly brought = new Map<string, BroughtModel>();
   /** Built trackers by model id, and by `id:inputs` for the unmerged graph the adapters share. */
   private readonly trackers = new Map<string, Promise<BuiltTracker>>();
+  /** Built classifiers by `id@size`. */
+  private readonly classifiers = new Map<string, Promise<BuiltClassifier>>();
   /** Named adapters per tracker model id. */
   private readonly adapters = new Map<string, Map<string, Adapter>>();
 
@@ -150,6 +160,11 @@ export class ModelRegistry {
       const cfg = loratVariants[variant];
       const info: ModelInfo = { id, task: 'track', family: 'lorat', variant, params: loratParameterCount(cfg), trained: false, input: [cfg.searchSize, cfg.searchSize], numClasses: 0 };
       this.infos.set(id, info);
+    }
+    for (const [id, spec] of Object.entries(CLASSIFIERS)) {
+      const { params, numClasses } = classifierInfo(spec);
+      const side = CLASSIFY_SIZE.default;
+      this.infos.set(id, { id, task: 'classify', family: spec.family, variant: spec.variant, params, trained: false, input: [side, side], numClasses });
     }
   }
 
@@ -194,6 +209,12 @@ export class ModelRegistry {
       if (size !== undefined && size !== side) throw invalidValue(`model '${id}' tracks with a fixed ${side}×${side} search region; omit size or give ${side}`);
       return side;
     }
+    if (CLASSIFIERS[id]) {
+      const { default: d, multiple: m, min, max } = CLASSIFY_SIZE;
+      const s = size ?? d;
+      if (!Number.isInteger(s) || s % m !== 0 || s < min || s > max) throw invalidValue(`size must be a multiple of ${m} between ${min} and ${max}, got ${size}`);
+      return s;
+    }
     const f = MODELS[id] ?? this.unknown(id);
     const s = size ?? f.defaultSize;
     if (!Number.isInteger(s) || s % SIZE_MULTIPLE !== 0 || s < f.minSize || s > f.maxSize)
@@ -216,6 +237,11 @@ export class ModelRegistry {
     for (const key of [...this.built.keys()]) if (key.startsWith(`${id}@`)) this.built.delete(key);
     this.trackers.delete(id);
     this.trackers.delete(`${id}:inputs`);
+    for (const key of [...this.classifiers.keys()]) if (key.startsWith(`${id}@`)) this.classifiers.delete(key);
+    if (info.task === 'classify') {
+      await this.buildClassifier(id);
+      return;
+    }
     if (info.task === 'track') {
       await this.buildTracker(id);
       return;
@@ -258,6 +284,39 @@ export class ModelRegistry {
     }
     const numAnchors = [8, 16, 32].reduce((n, st) => n + (s / st) ** 2, 0);
     return { info, size: s, width: s, height: s, labels: COCO80, maxBatch: Infinity, key: `${info.id}@${s}:${key}`, path, numAnchors };
+  }
+
+  /**
+   * Builds (or finds in the cache) the classifier graph of `id` at `size` (outputs `logits` and `features`).
+   * Weights: ViG's `checkpoint['model']` or a timm state dict (the readers unwrap `model`); keys map one-to-one.
+   */
+  buildClassifier(id: string, size?: number): Promise<BuiltClassifier> {
+    const info = this.requireTask(id, 'classify');
+    const s = this.resolveSize(id, size);
+    const memo = `${id}@${s}`;
+    let b = this.classifiers.get(memo);
+    if (!b) {
+      b = this.buildClassifierUncached(info, s);
+      b.catch(() => this.classifiers.delete(memo));
+      this.classifiers.set(memo, b);
+    }
+    return b;
+  }
+
+  private async buildClassifierUncached(info: ModelInfo, s: number): Promise<BuiltClassifier> {
+    const spec = CLASSIFIERS[info.id];
+    const w = this.weights.get(info.id);
+    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, s, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
+    const path = join(this.cacheDir, `${info.id}-${s}-${key}.onnx`);
+    if (!existsSync(path)) {
+      const params = w ? Params.fromStateDict(await (w.stateDict ??= readStateDict(w.path))) : Params.seeded(0);
+      const g = buildClassifier(spec, s, params);
+      saveAtomically(g.toModel({ model: info.id, size: String(s), trained: String(info.trained) }), path);
+    }
+    const { dim } = classifierInfo(spec);
+    // The workers' reused input buffer holds maxBatch images: at most 8 of 512² worth (one 2048² image).
+    const maxBatch = Math.max(1, Math.floor((8 * 512 * 512) / (s * s)));
+    return { info, key: `${info.id}@${s}:${key}`, path, size: s, numClasses: info.numClasses, dim, maxBatch, labels: IMAGENET1K };
   }
 
   /**

@@ -57,6 +57,27 @@ export interface TrackModelSpec {
   readonly adapters?: true;
 }
 
+/** An ImageNet classifier graph (ViG, DeiT): `images` [B, 3, S, S] → `logits` [B, classes], `features` [B, dim]. */
+export interface ClassifyModelSpec {
+  readonly key: string;
+  readonly path: string;
+  /** The input side S (the centre crop); the resize before it takes the shorter side to S/0.875. */
+  readonly size: number;
+  readonly numClasses: number;
+  /** The pooled feature width. */
+  readonly dim: number;
+  readonly maxBatch: number;
+}
+
+/** Decode, resize + centre crop + normalise, run; the reply carries the logits or the features. */
+export interface ClassifyJob {
+  readonly type: 'classify';
+  readonly id: number;
+  readonly model: ClassifyModelSpec;
+  readonly image: ImageInput;
+  readonly output: 'logits' | 'features';
+}
+
 /** One LoRA factor as an adapter is fed (`blocks.3.attn.qkv.q.lora.A`, scaling folded into B). */
 export interface AdapterFeed {
   readonly name: string;
@@ -113,8 +134,9 @@ export interface TrackJob {
 export type WorkerRequest =
   | DetectJob
   | TrackJob
+  | ClassifyJob
   | AdapterRequest
-  | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec | TrackModelSpec }
+  | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec | TrackModelSpec | ClassifyModelSpec }
   | { readonly type: 'stats'; readonly id: number };
 
 export interface Timings {
@@ -155,8 +177,20 @@ export interface TrackReply {
   readonly timings: Timings;
 }
 
+export interface ClassifyReply {
+  readonly type: 'classify';
+  readonly id: number;
+  readonly width: number;
+  readonly height: number;
+  /** The logits [classes] or the pooled features [dim] of this image, as the job asked. */
+  readonly values: Float32Array;
+  readonly timings: Timings;
+  readonly batchSize: number;
+}
+
 export type WorkerReply =
   | DetectResult
+  | ClassifyReply
   | TrackReply
   | WorkerError
   | { readonly type: 'warmup'; readonly id: number; readonly ep: ExecutionProvider; readonly warning?: string }

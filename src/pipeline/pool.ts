@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { FoveaError, unavailable } from '../errors.js';
 import type { DetectOptions } from '../heads/detect/index.js';
-import type { AdapterFeed, AdapterRequest, DetectResult, ExecutionProvider, ImageInput, ModelSpec, TrackJob, TrackModelSpec, TrackReply, WorkerConfig, WorkerReply, WorkerRequest, WorkerStats } from './messages.js';
+import type { AdapterFeed, AdapterRequest, ClassifyJob, ClassifyModelSpec, ClassifyReply, DetectResult, ExecutionProvider, ImageInput, ModelSpec, TrackJob, TrackModelSpec, TrackReply, WorkerConfig, WorkerReply, WorkerRequest, WorkerStats } from './messages.js';
 
 export interface PoolOptions {
   workers?: number;
@@ -138,7 +138,7 @@ export class InferencePool {
   }
 
   /** Loads the model's session on every worker; resolves with the provider it runs on. */
-  async warmup(model: ModelSpec | TrackModelSpec): Promise<ExecutionProvider> {
+  async warmup(model: ModelSpec | TrackModelSpec | ClassifyModelSpec): Promise<ExecutionProvider> {
     const replies = await this.broadcast({ type: 'warmup', model });
     const r = replies[0];
     return r.type === 'warmup' ? r.ep : 'cpu';
@@ -150,6 +150,15 @@ export class InferencePool {
     const moved: ImageInput = image.kind === 'encoded' ? { kind: 'encoded', bytes } : { ...image, data: bytes };
     const r = await this.submit({ type: 'detect', model, image: moved, options }, [bytes.buffer]);
     if (r.type !== 'detect') throw new Error(`unexpected worker reply ${r.type}`);
+    return r;
+  }
+
+  /** Decode, resize + crop + normalise, run on a worker: the image's logits or pooled features. */
+  async classify(model: ClassifyModelSpec, image: ImageInput, output: ClassifyJob['output']): Promise<ClassifyReply> {
+    const bytes = new Uint8Array(image.kind === 'encoded' ? image.bytes : image.data);
+    const moved: ImageInput = image.kind === 'encoded' ? { kind: 'encoded', bytes } : { ...image, data: bytes };
+    const r = await this.submit({ type: 'classify', model, image: moved, output }, [bytes.buffer]);
+    if (r.type !== 'classify') throw new Error(`unexpected worker reply ${r.type}`);
     return r;
   }
 

@@ -9,7 +9,8 @@ import { FoveaError, notFound } from '../errors.js';
 import { postprocessDetect } from '../heads/detect/index.js';
 import { decodeImage, type RgbImage } from './decode.js';
 import { letterboxGeometry } from './letterbox.js';
-import type { AdapterRequest, DetectJob, ExecutionProvider, ModelSpec, TrackJob, TrackModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import type { AdapterRequest, ClassifyJob, ClassifyModelSpec, DetectJob, ExecutionProvider, ModelSpec, TrackJob, TrackModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import { classifyGeometry, classifyInto } from './classify-preprocess.js';
 import { cropInto, cropParams, imageChannelMeans } from './crop.js';
 import { letterboxInto } from './preprocess.js';
 import { sessionOptions } from './session-options.js';
@@ -29,7 +30,7 @@ interface Decoded {
 
 /** A job waiting in its model's queue; `decoded` fills in when sharp is done. */
 interface Waiting {
-  readonly job: DetectJob | TrackJob;
+  readonly job: DetectJob | TrackJob | ClassifyJob;
   readonly arrived: number;
   decoded?: Decoded;
   error?: unknown;
@@ -61,13 +62,16 @@ async function createSession(path: string): Promise<{ session: ort.InferenceSess
   return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), ep: 'cpu' };
 }
 
-function load(spec: ModelSpec | TrackModelSpec): Promise<LoadedModel> {
+function load(spec: ModelSpec | TrackModelSpec | ClassifyModelSpec): Promise<LoadedModel> {
   let m = models.get(spec.key);
   if (!m) {
     loads++;
     m = createSession(spec.path).then(({ session, ep, warning }) => {
       if (warning) post({ type: 'log', level: 'warn', message: warning });
-      const pixels = 'searchSize' in spec ? spec.searchSize * spec.searchSize : Math.min(config.maxBatch, spec.maxBatch) * spec.width * spec.height;
+      const pixels =
+        'searchSize' in spec ? spec.searchSize * spec.searchSize
+        : 'dim' in spec ? Math.min(config.maxBatch, spec.maxBatch) * spec.size * spec.size
+        : Math.min(config.maxBatch, spec.maxBatch) * spec.width * spec.height;
       return { session, input: new Float32Array(3 * pixels), ep, warning };
     });
     m.catch(() => models.delete(spec.key));
@@ -77,7 +81,7 @@ function load(spec: ModelSpec | TrackModelSpec): Promise<LoadedModel> {
 }
 
 /** Decode starts as soon as the job arrives (sharp works on libuv's pool), overlapping the run in progress. */
-function startDecode(job: DetectJob | TrackJob): Promise<Decoded> {
+function startDecode(job: DetectJob | TrackJob | ClassifyJob): Promise<Decoded> {
   const t0 = performance.now();
   const { image } = job;
   if (image.kind === 'rgb24') return Promise.resolve({ img: { data: image.data, width: image.width, height: image.height }, ms: 0 });
@@ -91,6 +95,7 @@ function startDecode(job: DetectJob | TrackJob): Promise<Decoded> {
 async function runBatch(batch: readonly Waiting[]): Promise<void> {
   const first = batch[0].job;
   if (first.type === 'track') return runTrack(first, batch[0].decoded!);
+  if (first.type === 'classify') return runClassify(batch as readonly (Waiting & { job: ClassifyJob })[]);
   const spec = first.model;
   const model = await load(spec);
   const per = 3 * spec.width * spec.height;
@@ -116,6 +121,34 @@ async function runBatch(batch: readonly Waiting[]): Promise<void> {
     const timings = { decode: w.decoded!.ms, preprocess: geoms[i].ms, infer, post: performance.now() - t };
     const { width, height } = w.decoded!.img;
     post({ type: 'detect', id: w.job.id, width, height, boxes, scores, classIds, timings, batchSize: batch.length }, [boxes.buffer, scores.buffer, classIds.buffer]);
+  });
+}
+
+/**
+ * One session.run for decoded classify jobs of the same model: each image resized, centre-cropped and
+ * normalised into its slot of the reused batch buffer; each reply takes its row of the output it asked for.
+ */
+async function runClassify(batch: readonly (Waiting & { job: ClassifyJob })[]): Promise<void> {
+  const spec = batch[0].job.model;
+  const model = await load(spec);
+  const per = 3 * spec.size * spec.size;
+  const prep = batch.map((w, i) => {
+    const t = performance.now();
+    const { img } = w.decoded!;
+    classifyInto(img, classifyGeometry(img.width, img.height, spec.size), model.input, i * per);
+    return performance.now() - t;
+  });
+  const t1 = performance.now();
+  const tensor = new ort.Tensor('float32', model.input.subarray(0, batch.length * per), [batch.length, 3, spec.size, spec.size]);
+  const out = await model.session.run({ images: tensor });
+  const infer = performance.now() - t1;
+  batch.forEach((w, i) => {
+    const t = performance.now();
+    const n = w.job.output === 'logits' ? spec.numClasses : spec.dim;
+    const values = (out[w.job.output].data as Float32Array).slice(i * n, (i + 1) * n);
+    const timings = { decode: w.decoded!.ms, preprocess: prep[i], infer, post: performance.now() - t };
+    const { width, height } = w.decoded!.img;
+    post({ type: 'classify', id: w.job.id, width, height, values, timings, batchSize: batch.length }, [values.buffer]);
   });
 }
 

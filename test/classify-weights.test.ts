@@ -1,0 +1,84 @@
+/**
+ * `--weights` for the classifiers: a timm-layout DeiT-T state dict (here a .safetensors of random
+ * values under timm's keys) makes the model `trained: true` and its graph is built from those tensors;
+ * a checkpoint that does not fit is refused at start, naming the keys.
+ */
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { endianness, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import * as ort from 'onnxruntime-node';
+import { afterAll, describe, expect, it } from 'vitest';
+import { build as buildDeiT, variants } from '../src/models/deit.js';
+import { Graph } from '../src/models/graph/graph.js';
+import { CheckpointMismatchError, Params } from '../src/models/graph/params.js';
+import { serializeModel } from '../src/models/graph/serialize.js';
+import { float32, type HostTensor } from '../src/models/graph/tensor.js';
+import { ModelRegistry } from '../src/models/registry.js';
+import { prng } from './support/random.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'fovea-classify-weights-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** A little-endian safetensors file of float32 tensors: 8-byte header length, JSON header, data. */
+function writeSafetensors(path: string, tensors: ReadonlyMap<string, HostTensor>): void {
+  const header: Record<string, unknown> = {};
+  let offset = 0;
+  for (const [name, t] of tensors) {
+    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.length * 4] };
+    offset += t.data.length * 4;
+  }
+  const text = JSON.stringify(header);
+  const json = Buffer.from(text.padEnd(Math.ceil(text.length / 8) * 8, ' '));
+  const out = Buffer.alloc(8 + json.length + offset);
+  out.writeBigUInt64LE(BigInt(json.length), 0);
+  json.copy(out, 8);
+  let at = 8 + json.length;
+  for (const t of tensors.values()) {
+    const data = t.data as Float32Array;
+    if (endianness() === 'LE') Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(out, at);
+    else data.forEach((v, i) => out.writeFloatLE(v, at + 4 * i));
+    at += data.byteLength;
+  }
+  writeFileSync(path, out);
+}
+
+/** Random DeiT-T tensors under timm's keys (the keys and shapes the builder asks for at 224). */
+function timmStateDict(seed: number): Map<string, HostTensor> {
+  const p = Params.seeded(0);
+  buildDeiT(new Graph('deit'), variants['DeiT-T'], p, { imageSize: 224 });
+  const r = prng(seed);
+  return new Map(p.requested().map(({ key, shape }) => [key, float32(shape, Float32Array.from({ length: shape.reduce((a, b) => a * b, 1) }, () => (r() * 2 - 1) * 0.05))]));
+}
+
+describe('classifier weights', () => {
+  it('a timm DeiT-T state dict makes deit-t trained, and its graph runs those tensors', async () => {
+    const sd = timmStateDict(5);
+    const path = join(dir, 'deit_tiny_patch16_224.safetensors');
+    writeSafetensors(path, sd);
+    const registry = new ModelRegistry({ cacheDir: join(dir, 'cache') });
+    await registry.useWeights('deit-t', path);
+    expect(registry.info('deit-t').trained).toBe(true);
+    const built = await registry.buildClassifier('deit-t');
+    // The same tensors built directly give the same logits.
+    const g = new Graph('deit');
+    const p = Params.fromStateDict(sd);
+    const { logits } = buildDeiT(g, variants['DeiT-T'], p, { imageSize: 224 });
+    g.output(logits, 'logits');
+    const r = prng(9);
+    const images = Float32Array.from({ length: 3 * 224 * 224 }, () => r() * 2 - 1);
+    const run = async (s: ort.InferenceSession) => (await s.run({ images: new ort.Tensor('float32', images, [1, 3, 224, 224]) })).logits.data as Float32Array;
+    const [served, direct] = [await ort.InferenceSession.create(built.path), await ort.InferenceSession.create(serializeModel(g.toModel()))];
+    const [a, b] = [await run(served), await run(direct)];
+    expect(Math.max(...a.map((v, i) => Math.abs(v - b[i])))).toBeLessThan(1e-5);
+  });
+
+  it('a checkpoint that does not fit is refused at start, naming the missing key', async () => {
+    const sd = timmStateDict(6);
+    sd.delete('blocks.3.attn.qkv.bias');
+    const path = join(dir, 'partial.safetensors');
+    writeSafetensors(path, sd);
+    const registry = new ModelRegistry({ cacheDir: join(dir, 'cache') });
+    await expect(registry.useWeights('deit-t', path)).rejects.toThrow(CheckpointMismatchError);
+    await expect(new ModelRegistry({ cacheDir: join(dir, 'cache') }).useWeights('vig-t', path)).rejects.toThrow(/missing keys: .*patch_embed\.proj\.0\.weight/);
+  });
+});
