@@ -5,6 +5,7 @@ import { defaultImage, defaultWeights, runDetectBench } from './detect.js';
 import { runImportBench } from './import.js';
 import { runStreamBench } from './stream.js';
 import { runTrackBench } from './track.js';
+import { runVigBench } from './vig.js';
 
 async function detect(args: string[]): Promise<void> {
   const { values } = parseArgs({
@@ -26,7 +27,7 @@ async function detect(args: string[]): Promise<void> {
   );
 }
 
-const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench, stream: runStreamBench, track: runTrackBench };
+const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench, stream: runStreamBench, track: runTrackBench, vig: runVigBench };
 
 export async function runBench(args: string[]): Promise<void> {
   const named = args.length > 0 && !args[0].startsWith('-');
