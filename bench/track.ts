@@ -26,7 +26,7 @@ import * as ort from 'onnxruntime-node';
 import { LORAT_224, SingleObjectTracker, decodeSearch } from '../src/heads/track/lorat.js';
 import { Graph } from '../src/models/graph/graph.js';
 import type { StateDict } from '../src/models/graph/params.js';
-import { Params } from '../src/models/graph/params.js';
+import { mulberry32, Params } from '../src/models/graph/params.js';
 import { saveModel, serializeModel } from '../src/models/graph/serialize.js';
 import type { HostTensor } from '../src/models/graph/tensor.js';
 import { float32 } from '../src/models/graph/tensor.js';
@@ -118,16 +118,8 @@ interface Ratio {
   pairedCI95: [number, number];
 }
 
-/** mulberry32: a seeded stream for the round order and the bootstrap, so a rerun makes the same choices. */
-function rng(seed: number): () => number {
-  let a = seed;
-  return () => {
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** A seeded stream for the round order and the bootstrap, so a rerun makes the same choices. */
+const rng = mulberry32;
 
 function shuffled(n: number, rand: () => number): number[] {
   const a = Array.from({ length: n }, (_, i) => i);

@@ -3,8 +3,8 @@
  * values under timm's keys) makes the model `trained: true` and its graph is built from those tensors;
  * a checkpoint that does not fit is refused at start, naming the keys.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { endianness, tmpdir } from 'node:os';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -15,32 +15,11 @@ import { serializeModel } from '../src/models/graph/serialize.js';
 import { float32, type HostTensor } from '../src/models/graph/tensor.js';
 import { ModelRegistry } from '../src/models/registry.js';
 import { prng } from './support/random.js';
+import { writeSafetensors } from './support/safetensors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'fovea-classify-weights-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-/** A little-endian safetensors file of float32 tensors: 8-byte header length, JSON header, data. */
-function writeSafetensors(path: string, tensors: ReadonlyMap<string, HostTensor>): void {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, t] of tensors) {
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + t.data.length * 4] };
-    offset += t.data.length * 4;
-  }
-  const text = JSON.stringify(header);
-  const json = Buffer.from(text.padEnd(Math.ceil(text.length / 8) * 8, ' '));
-  const out = Buffer.alloc(8 + json.length + offset);
-  out.writeBigUInt64LE(BigInt(json.length), 0);
-  json.copy(out, 8);
-  let at = 8 + json.length;
-  for (const t of tensors.values()) {
-    const data = t.data as Float32Array;
-    if (endianness() === 'LE') Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(out, at);
-    else data.forEach((v, i) => out.writeFloatLE(v, at + 4 * i));
-    at += data.byteLength;
-  }
-  writeFileSync(path, out);
-}
 
 /** Random DeiT-T tensors under timm's keys (the keys and shapes the builder asks for at 224). */
 function timmStateDict(seed: number): Map<string, HostTensor> {

@@ -8,9 +8,9 @@
  * The checkpoint is generated here, not the seeded build: the seeded DINOv2 LayerScale is 1e-5, so in a seeded
  * model the blocks (and any adapter on them) barely move the output. Graphs are cached in a temporary folder.
  */
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { endianness, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as ort from 'onnxruntime-node';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -26,6 +26,7 @@ import { buildApp, preload } from '../src/stream/app.js';
 import type { TrackStreamResult } from '../src/stream/ws/index.js';
 import { VIDEO_SIZE, readAnswers, until } from './stream-helpers.js';
 import { prng } from './support/random.js';
+import { writeSafetensors } from './support/safetensors.js';
 
 type Box = [number, number, number, number];
 const MODEL = 'lorat-s224';
@@ -43,31 +44,6 @@ let streamUrl: string;
 // ---------------------------------------------------------------------------------------------
 // Adapter files
 
-/** A little-endian safetensors file of float32 tensors: 8-byte header length, JSON header, data. */
-function writeSafetensors(path: string, tensors: ReadonlyMap<string, HostTensor>): void {
-  const header: Record<string, unknown> = {};
-  let offset = 0;
-  for (const [name, t] of tensors) {
-    const bytes = t.data.length * 4;
-    header[name] = { dtype: 'F32', shape: t.shape, data_offsets: [offset, offset + bytes] };
-    offset += bytes;
-  }
-  const json = Buffer.from(JSON.stringify(header).padEnd(Math.ceil(JSON.stringify(header).length / 8) * 8, ' '));
-  const out = Buffer.alloc(8 + json.length + offset);
-  out.writeBigUInt64LE(BigInt(json.length), 0);
-  json.copy(out, 8);
-  let at = 8 + json.length;
-  for (const t of tensors.values()) {
-    const data = t.data as Float32Array;
-    if (endianness() === 'LE') Buffer.from(data.buffer, data.byteOffset, data.byteLength).copy(out, at);
-    else {
-      const view = new DataView(out.buffer, out.byteOffset + at, data.byteLength);
-      data.forEach((v, i) => view.setFloat32(4 * i, v, true));
-    }
-    at += data.byteLength;
-  }
-  writeFileSync(path, out);
-}
 
 /**
  * Seeded LoRA factors for every adapter input of S-224, uniform in ±bound. With bound 0.06 at r 64, s·B·A is

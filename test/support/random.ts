@@ -1,11 +1,2 @@
-/** mulberry32: a tiny seeded PRNG, so every random test case can be replayed from its seed. */
-export function prng(seed: number): () => number {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The project's seeded PRNG (mulberry32), so every random test case can be replayed from its seed. */
+export { mulberry32 as prng } from '../../src/models/graph/params.js';

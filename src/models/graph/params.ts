@@ -134,8 +134,8 @@ function keySeed(seed: number, key: string): number {
   return h >>> 0;
 }
 
-/** mulberry32: small, fast, and identical on every platform. */
-function rng(seed: number): () => number {
+/** mulberry32: small, fast, and identical on every platform (also the seeded stream of tests and benches). */
+export function mulberry32(seed: number): () => number {
   let a = seed;
   return () => {
     a = (a + 0x6d2b79f5) | 0;
@@ -155,12 +155,12 @@ function draw(seed: number, key: string, n: number, init: Init): Float32Array {
       for (let i = 0; i < n; i++) out[i] = init.values(i);
       return out;
     case 'uniform': {
-      const r = rng(keySeed(seed, key));
+      const r = mulberry32(keySeed(seed, key));
       for (let i = 0; i < n; i++) out[i] = (2 * r() - 1) * init.bound;
       return out;
     }
     case 'normal': {
-      const r = rng(keySeed(seed, key));
+      const r = mulberry32(keySeed(seed, key));
       for (let i = 0; i < n; i++) out[i] = init.std * Math.sqrt(-2 * Math.log(1 - r())) * Math.cos(2 * Math.PI * r());
       return out;
     }
