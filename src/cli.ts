@@ -1,13 +1,17 @@
 #!/usr/bin/env node
-/** `fovea serve | detect | models | build | bench`. */
-import { readFileSync } from 'node:fs';
+/** `fovea serve | detect | classify | eval | models | build | bench`. */
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
+import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { defaultConfig, type ServerConfig } from './config.js';
 import { FoveaError } from './errors.js';
 import { CheckpointMismatchError } from './models/graph/params.js';
 import { CheckpointError } from './models/io/index.js';
 import { ManifestError } from './models/manifest.js';
-import { DEFAULT_MODEL, ModelRegistry } from './models/registry.js';
+import { ChangeMetrics, confusion, rleToMask, type Rle } from './heads/change/index.js';
+import { DEFAULT_CHANGE_MODEL, DEFAULT_MODEL, ModelRegistry, projectRoot } from './models/registry.js';
+import { ChangeService } from './pipeline/change.js';
+import { decodeImage } from './pipeline/decode.js';
 import { ClassifyService, DEFAULT_CLASSIFIER } from './pipeline/classify.js';
 import { DetectService } from './pipeline/detect.js';
 import type { ExecutionProvider } from './pipeline/messages.js';
@@ -18,6 +22,7 @@ const USAGE = `usage:
   fovea serve [--port 8080] [--host 0.0.0.0] [--ep cpu|cuda] [--workers N] [--weights MODEL=PATH]... [--adapter MODEL:NAME=PATH]... [--max-batch 8] [--max-delay 1] [--log-level info]
   fovea detect IMAGE [--model leyolo-nano] [--size 640] [--conf 0.25] [--iou 0.7] [--max-det 300] [--weights PATH] [--ep cpu|cuda]
   fovea classify IMAGE [--model vig-t] [--size 224] [--top-k 5] [--weights PATH] [--ep cpu|cuda]
+  fovea eval change [--model fsgnet] [--weights PATH] [--data ../shared/fixtures/change-levir] [--tile 256] [--overlap 32] [--ep cpu|cuda]
   fovea models [--json]
   fovea build MODEL [--size 640] [--weights PATH]
   fovea bench detect|stream|import|adapters [options]`;
@@ -143,6 +148,72 @@ async function classify(args: string[]): Promise<void> {
   }
 }
 
+/**
+ * `fovea eval change`: every pair `A/NAME`, `B/NAME` with its `label/NAME` under `--data` through the same path as
+ * `POST /v1/change` (tiled, stitched argmax masks); TP/FP/FN/TN summed over all pixels of all pairs, then
+ * precision, recall, F1, IoU (change class) and OA as FSG-Net's eval.py computes them (heads/change/metrics.ts).
+ * Prints JSON with the per-pair counts; a seeded (untrained) model says so in `trained` and `note`.
+ */
+async function evaluate(args: string[]): Promise<void> {
+  const { values, positionals } = parseArgs({
+    args,
+    allowPositionals: true,
+    options: { model: { type: 'string' }, weights: { type: 'string' }, data: { type: 'string' }, tile: { type: 'string' }, overlap: { type: 'string' }, ep: { type: 'string' } },
+  });
+  if (positionals.length !== 1 || positionals[0] !== 'change') throw new UsageError('eval takes one task: change');
+  const model = values.model ?? DEFAULT_CHANGE_MODEL;
+  const data = resolve(values.data ?? join(projectRoot(), '..', 'shared', 'fixtures', 'change-levir'));
+  for (const sub of ['A', 'B', 'label']) if (!existsSync(join(data, sub))) throw new UsageError(`--data ${data} has no ${sub}/ folder (expected A/, B/, label/)`);
+  const names = readdirSync(join(data, 'A')).filter((n) => /\.(png|jpe?g|webp)$/i.test(n)).sort();
+  if (names.length === 0) throw new UsageError(`--data ${data}: A/ holds no images`);
+  for (const n of names) for (const sub of ['B', 'label']) if (!existsSync(join(data, sub, n))) throw new UsageError(`--data ${data}: ${sub}/${n} is missing`);
+  const registry = new ModelRegistry();
+  await registry.addManifests();
+  registry.requireTask(model, 'change');
+  if (values.weights) await registry.useWeights(model, values.weights);
+  const pool = new InferencePool({ ep: ep(values.ep) ?? 'cpu', log: (level, m) => console.error(`${level}: ${m}`) });
+  try {
+    const service = new ChangeService(registry, pool, new DetectService(registry, pool));
+    const metrics = new ChangeMetrics();
+    const pairs = [];
+    let info: { id: string; trained: boolean; input: [number, number] } | undefined;
+    for (const name of names) {
+      const r = await service.changeRaw(readFileSync(join(data, 'A', name)), readFileSync(join(data, 'B', name)), {
+        model,
+        tile: num(values.tile, 'tile'),
+        overlap: num(values.overlap, 'overlap'),
+        mask: 'rle',
+      });
+      info = r.model;
+      const pred = rleToMask(r.mask as Rle);
+      const label = await decodeImage(readFileSync(join(data, 'label', name)), { maxPixels: pool.config.maxPixels });
+      if (label.width !== r.width || label.height !== r.height) throw new UsageError(`label/${name} is ${label.width}×${label.height}, the pair is ${r.width}×${r.height}`);
+      const binary = new Uint8Array(label.width * label.height);
+      for (let i = 0; i < binary.length; i++) binary[i] = label.data[3 * i] > 0 ? 1 : 0;
+      metrics.add(pred, binary);
+      pairs.push({ name, width: r.width, height: r.height, changedFraction: r.changedFraction, ...confusion(pred, binary) });
+    }
+    const scores = metrics.result();
+    const out = {
+      task: 'change',
+      model: info,
+      trained: info!.trained,
+      data,
+      pairs: pairs.length,
+      tile: info!.input[0],
+      overlap: num(values.overlap, 'overlap') ?? 32,
+      metrics: { f1: scores.f1, iou: scores.iou, precision: scores.precision, recall: scores.recall, oa: scores.oa },
+      counts: { tp: scores.tp, fp: scores.fp, fn: scores.fn, tn: scores.tn },
+      perPair: pairs,
+      ...(info!.trained ? {} : { note: `${model} has no trained weights: these scores measure a seeded (untrained) graph, not the model; give --weights PATH for real figures` }),
+    };
+    if (!info!.trained) console.error(`note: ${out.note}`);
+    console.log(JSON.stringify(out, null, 2));
+  } finally {
+    await pool.close();
+  }
+}
+
 async function models(args: string[]): Promise<void> {
   const { values } = parseArgs({ args, options: { json: { type: 'boolean' } } });
   const registry = new ModelRegistry();
@@ -161,7 +232,11 @@ async function build(args: string[]): Promise<void> {
   if (values.weights) await registry.useWeights(positionals[0], values.weights);
   const id = positionals[0];
   const task = registry.info(id).task;
-  const b = task === 'track' ? await registry.buildTracker(id) : task === 'classify' ? await registry.buildClassifier(id, num(values.size, 'size')) : await registry.build(id, num(values.size, 'size'));
+  const b =
+    task === 'track' ? await registry.buildTracker(id)
+    : task === 'classify' ? await registry.buildClassifier(id, num(values.size, 'size'))
+    : task === 'change' ? await registry.buildChange(id, num(values.size, 'size'))
+    : await registry.build(id, num(values.size, 'size'));
   console.log(JSON.stringify({ id: b.info.id, path: b.path, params: b.info.params, trained: b.info.trained }));
 }
 
@@ -171,6 +246,7 @@ async function main(argv: string[]): Promise<void> {
     case 'serve': return serve(rest);
     case 'detect': return detect(rest);
     case 'classify': return classify(rest);
+    case 'eval': return evaluate(rest);
     case 'models': return models(rest);
     case 'build': return build(rest);
     case 'bench': {

@@ -10,6 +10,7 @@ import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { invalidValue, notFound } from '../errors.js';
 import { CheckpointMismatchError, Params, type StateDict } from './graph/params.js';
+import type { Graph } from './graph/graph.js';
 import type { ModelProto } from './graph/proto.js';
 import { saveModel } from './graph/serialize.js';
 import { readStateDict } from './io/index.js';
@@ -17,9 +18,11 @@ import { loadManifests, type BroughtModel, type Normalize } from './manifest.js'
 import { COCO80 } from '../heads/detect/labels.js';
 import { SIZE_MULTIPLE, buildLeYolo, variants as leyoloVariants, type LeYoloVariant } from './leyolo.js';
 import { buildLoRAT, featureSizes, loadLoRATWeights, loraFeeds, loraInputShapes, parameterCount as loratParameterCount, variants as loratVariants, type LoRATVariant, type LoRATWeights } from './lorat.js';
-import type { AdapterFeed, ClassifyModelSpec, TrackModelSpec } from '../pipeline/messages.js';
+import type { AdapterFeed, ChangeModelSpec, ClassifyModelSpec, TrackModelSpec } from '../pipeline/messages.js';
 import { CLASSIFIERS, CLASSIFY_SIZE, buildClassifier, classifierInfo } from './classifiers.js';
 import { IMAGENET1K } from '../heads/classify/index.js';
+import { buildFsgNet, mapCheckpoint as mapFsgNetCheckpoint, SIZE_MULTIPLE as FSGNET_MULTIPLE, type FsgNetVariant } from './fsgnet.js';
+import { buildCareCd, mapCheckpoint as mapCareCheckpoint, type CareVariant } from './care.js';
 
 /** Bump when a builder's output changes, so cached graphs are rebuilt. */
 export const BUILDER_VERSION = 'fovea-builder-1';
@@ -31,7 +34,7 @@ interface Weights {
   stateDict?: Promise<StateDict>;
 }
 
-export type Task = 'detect' | 'track' | 'classify';
+export type Task = 'detect' | 'track' | 'classify' | 'change';
 
 export interface ModelInfo {
   readonly id: string;
@@ -92,6 +95,45 @@ export interface BuiltClassifier extends ClassifyModelSpec {
   readonly labels: readonly string[];
 }
 
+/**
+ * Bitemporal change detectors: FSG-Net-R18 (specs/models-b.md §3) and care-cd (a siamese CARE-S0 trunk with
+ * FSG-Net's LGFU + FCN head). Both take `before`, `after` [batch, 3, S, S] in [0, 1] and give `logits`
+ * [batch, 2, S, S]; scenes larger than S are tiled (src/pipeline/tiles.ts). S is the tile side: 256 (the
+ * side FSG-Net is trained and evaluated at) by default, any multiple of 32 from 64 to 1024 on request.
+ */
+type ChangeFamily = { readonly family: 'fsgnet'; readonly variant: FsgNetVariant } | { readonly family: 'care-cd'; readonly variant: CareVariant };
+const CHANGE_MODELS: Readonly<Record<string, ChangeFamily>> = {
+  fsgnet: { family: 'fsgnet', variant: 'r18' },
+  'care-cd': { family: 'care-cd', variant: 'S0' },
+};
+export const CHANGE_TILE = { default: 256, multiple: FSGNET_MULTIPLE, min: 64, max: 1024 } as const;
+/** Tiles per session.run of a change model (each tile is two 3×S×S inputs). */
+export const CHANGE_TILE_BATCH = 4;
+export const DEFAULT_CHANGE_MODEL = 'fsgnet';
+
+function buildChangeGraph(f: ChangeFamily, tile: number, p: Params): Graph {
+  return f.family === 'fsgnet' ? buildFsgNet(f.variant, tile, p) : buildCareCd(f.variant, p, { imageSize: tile });
+}
+
+/** Unfolded parameter count of a change model, from a small seeded build; once per process. */
+const changeParamCounts = new Map<string, number>();
+function changeParams(f: ChangeFamily): number {
+  const memo = `${f.family}:${f.variant}`;
+  let n = changeParamCounts.get(memo);
+  if (n === undefined) {
+    const p = Params.seeded(0);
+    buildChangeGraph(f, 32, p);
+    n = p.parameterCount();
+    changeParamCounts.set(memo, n);
+  }
+  return n;
+}
+
+/** A built change detector: the spec a worker needs, with the model's catalogue entry. */
+export interface BuiltChange extends ChangeModelSpec {
+  readonly info: ModelInfo;
+}
+
 /** A built tracker: the spec a worker needs, with the model's catalogue entry. */
 export interface BuiltTracker extends TrackModelSpec {
   readonly info: ModelInfo;
@@ -110,7 +152,7 @@ interface Adapter {
 }
 
 /** The project root (where package.json is), found from this file in src/ or dist/src/. */
-function projectRoot(): string {
+export function projectRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json')) && dirname(dir) !== dir) dir = dirname(dir);
   return dir;
@@ -138,6 +180,8 @@ export class ModelRegistry {
   private readonly trackers = new Map<string, Promise<BuiltTracker>>();
   /** Built classifiers by `id@size`. */
   private readonly classifiers = new Map<string, Promise<BuiltClassifier>>();
+  /** Built change detectors by `id@tile`. */
+  private readonly changes = new Map<string, Promise<BuiltChange>>();
   /** Named adapters per tracker model id. */
   private readonly adapters = new Map<string, Map<string, Adapter>>();
 
@@ -165,6 +209,10 @@ export class ModelRegistry {
       const { params, numClasses } = classifierInfo(spec);
       const side = CLASSIFY_SIZE.default;
       this.infos.set(id, { id, task: 'classify', family: spec.family, variant: spec.variant, params, trained: false, input: [side, side], numClasses });
+    }
+    for (const [id, f] of Object.entries(CHANGE_MODELS)) {
+      const side = CHANGE_TILE.default;
+      this.infos.set(id, { id, task: 'change', family: f.family, variant: f.variant, params: changeParams(f), trained: false, input: [side, side], numClasses: 2 });
     }
   }
 
@@ -238,6 +286,11 @@ export class ModelRegistry {
     this.trackers.delete(id);
     this.trackers.delete(`${id}:inputs`);
     for (const key of [...this.classifiers.keys()]) if (key.startsWith(`${id}@`)) this.classifiers.delete(key);
+    for (const key of [...this.changes.keys()]) if (key.startsWith(`${id}@`)) this.changes.delete(key);
+    if (info.task === 'change') {
+      await this.buildChange(id);
+      return;
+    }
     if (info.task === 'classify') {
       await this.buildClassifier(id);
       return;
@@ -317,6 +370,50 @@ export class ModelRegistry {
     // The workers' reused input buffer holds maxBatch images: at most 8 of 512² worth (one 2048² image).
     const maxBatch = Math.max(1, Math.floor((8 * 512 * 512) / (s * s)));
     return { info, key: `${info.id}@${s}:${key}`, path, size: s, numClasses: info.numClasses, dim, maxBatch, labels: IMAGENET1K };
+  }
+
+  /** Checks a change model's tile side: a multiple of 32 from 64 to 1024 (422 otherwise); default 256. */
+  resolveTile(id: string, tile: number | undefined): number {
+    this.requireTask(id, 'change');
+    if (tile === undefined) return CHANGE_TILE.default;
+    const { multiple, min, max } = CHANGE_TILE;
+    if (!(Number.isInteger(tile) && tile >= min && tile <= max && tile % multiple === 0)) throw invalidValue(`tile must be a multiple of ${multiple} from ${min} to ${max}, got ${tile}`);
+    return tile;
+  }
+
+  /**
+   * Builds (or finds in the cache) the change graph of `id` with a `tile`×`tile` input. Weights: FSG-Net's
+   * official state dict (DataParallel's `module.` and thop keys stripped, layer4 ignored); care-cd's own state
+   * dict (`backbone.`, `fusion.`, `head.`). A checkpoint must fit the graph exactly (assertComplete).
+   */
+  buildChange(id: string, tile?: number): Promise<BuiltChange> {
+    const info = this.requireTask(id, 'change');
+    const s = this.resolveTile(id, tile);
+    const memo = `${id}@${s}`;
+    let b = this.changes.get(memo);
+    if (!b) {
+      b = this.buildChangeUncached(info, s);
+      b.catch(() => this.changes.delete(memo));
+      this.changes.set(memo, b);
+    }
+    return b;
+  }
+
+  private async buildChangeUncached(info: ModelInfo, s: number): Promise<BuiltChange> {
+    const f = CHANGE_MODELS[info.id];
+    const w = this.weights.get(info.id);
+    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, s, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
+    const path = join(this.cacheDir, `${info.id}-${s}-${key}.onnx`);
+    if (!existsSync(path)) {
+      let params: Params;
+      if (w) {
+        const sd = await (w.stateDict ??= readStateDict(w.path));
+        params = Params.fromStateDict(f.family === 'fsgnet' ? mapFsgNetCheckpoint(sd) : mapCareCheckpoint(sd));
+      } else params = Params.seeded(0);
+      const g = buildChangeGraph(f, s, params);
+      saveAtomically(g.toModel({ model: info.id, size: String(s), trained: String(info.trained) }), path);
+    }
+    return { info, key: `${info.id}@${s}:${key}`, path, tile: s, maxBatch: 1, tileBatch: CHANGE_TILE_BATCH };
   }
 
   /**

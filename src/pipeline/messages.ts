@@ -131,12 +131,45 @@ export interface TrackJob {
   readonly adapter?: string;
 }
 
+/** A bitemporal change graph (FSG-Net, care-cd): `before`, `after` [B, 3, tile, tile] in [0, 1] → `logits` [B, 2, tile, tile]. */
+export interface ChangeModelSpec {
+  readonly key: string;
+  readonly path: string;
+  /** The graph's input side: the tile side scenes are cut into. */
+  readonly tile: number;
+  /** Jobs per batcher run: 1 (a change job batches its own tiles). */
+  readonly maxBatch: 1;
+  /** Tiles per session.run. */
+  readonly tileBatch: number;
+}
+
+export type ChangeMaskEncoding = 'png' | 'rle' | 'none';
+
+/**
+ * A pair of images of one scene: decode both, (optionally resize `after` to `before`'s size), tile, run,
+ * stitch, then regions, changed fraction and the encoded mask.
+ */
+export interface ChangeJob {
+  readonly type: 'change';
+  readonly id: number;
+  readonly model: ChangeModelSpec;
+  /** The `before` image; `image` so the batcher's decode and queue treat it like other jobs. */
+  readonly image: ImageInput;
+  readonly after: ImageInput;
+  /** Resize `after` to `before`'s size when they differ (else a 422 size_mismatch). */
+  readonly resize: boolean;
+  readonly overlap: number;
+  readonly minArea: number;
+  readonly mask: ChangeMaskEncoding;
+}
+
 export type WorkerRequest =
   | DetectJob
+  | ChangeJob
   | TrackJob
   | ClassifyJob
   | AdapterRequest
-  | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec | TrackModelSpec | ClassifyModelSpec }
+  | { readonly type: 'warmup'; readonly id: number; readonly model: ModelSpec | TrackModelSpec | ClassifyModelSpec | ChangeModelSpec }
   | { readonly type: 'stats'; readonly id: number };
 
 export interface Timings {
@@ -188,8 +221,24 @@ export interface ClassifyReply {
   readonly batchSize: number;
 }
 
+export interface ChangeReply {
+  readonly type: 'change';
+  readonly id: number;
+  readonly width: number;
+  readonly height: number;
+  readonly changedFraction: number;
+  readonly regions: { polygon: Array<[number, number]>; bbox: [number, number, number, number]; area: number }[];
+  /** The PNG bytes, the COCO RLE, or null, as the job asked. */
+  readonly mask: Uint8Array | { size: [number, number]; counts: number[] } | null;
+  /** Tiles run, and session.runs they took. */
+  readonly tiles: number;
+  readonly runs: number;
+  readonly timings: Timings;
+}
+
 export type WorkerReply =
   | DetectResult
+  | ChangeReply
   | ClassifyReply
   | TrackReply
   | WorkerError

@@ -7,7 +7,7 @@ import { availableParallelism } from 'node:os';
 import { Worker } from 'node:worker_threads';
 import { FoveaError, unavailable } from '../errors.js';
 import type { DetectOptions } from '../heads/detect/index.js';
-import type { AdapterFeed, AdapterRequest, ClassifyJob, ClassifyModelSpec, ClassifyReply, DetectResult, ExecutionProvider, ImageInput, ModelSpec, TrackJob, TrackModelSpec, TrackReply, WorkerConfig, WorkerReply, WorkerRequest, WorkerStats } from './messages.js';
+import type { AdapterFeed, AdapterRequest, ChangeJob, ChangeModelSpec, ChangeReply, ClassifyJob, ClassifyModelSpec, ClassifyReply, DetectResult, ExecutionProvider, ImageInput, ModelSpec, TrackJob, TrackModelSpec, TrackReply, WorkerConfig, WorkerReply, WorkerRequest, WorkerStats } from './messages.js';
 
 export interface PoolOptions {
   workers?: number;
@@ -138,7 +138,7 @@ export class InferencePool {
   }
 
   /** Loads the model's session on every worker; resolves with the provider it runs on. */
-  async warmup(model: ModelSpec | TrackModelSpec | ClassifyModelSpec): Promise<ExecutionProvider> {
+  async warmup(model: ModelSpec | TrackModelSpec | ClassifyModelSpec | ChangeModelSpec): Promise<ExecutionProvider> {
     const replies = await this.broadcast({ type: 'warmup', model });
     const r = replies[0];
     return r.type === 'warmup' ? r.ep : 'cpu';
@@ -159,6 +159,22 @@ export class InferencePool {
     const moved: ImageInput = image.kind === 'encoded' ? { kind: 'encoded', bytes } : { ...image, data: bytes };
     const r = await this.submit({ type: 'classify', model, image: moved, output }, [bytes.buffer]);
     if (r.type !== 'classify') throw new Error(`unexpected worker reply ${r.type}`);
+    return r;
+  }
+
+  /**
+   * A change job on a worker: both images decoded there, tiled, run, stitched; the reply carries the regions,
+   * the changed fraction and the encoded mask. Each image's bytes are copied once into a transferable buffer.
+   */
+  async change(model: ChangeModelSpec, before: ImageInput, after: ImageInput, options: Pick<ChangeJob, 'resize' | 'overlap' | 'minArea' | 'mask'>): Promise<ChangeReply> {
+    const move = (image: ImageInput): [ImageInput, ArrayBuffer] => {
+      const bytes = new Uint8Array(image.kind === 'encoded' ? image.bytes : image.data);
+      return [image.kind === 'encoded' ? { kind: 'encoded', bytes } : { ...image, data: bytes }, bytes.buffer];
+    };
+    const [b, bb] = move(before);
+    const [a, ab] = move(after);
+    const r = await this.submit({ type: 'change', model, image: b, after: a, ...options }, [bb, ab]);
+    if (r.type !== 'change') throw new Error(`unexpected worker reply ${r.type}`);
     return r;
   }
 

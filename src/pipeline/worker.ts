@@ -5,15 +5,18 @@
  */
 import { parentPort, workerData } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
-import { FoveaError, notFound } from '../errors.js';
+import sharp from 'sharp';
+import { FoveaError, invalidValue, notFound } from '../errors.js';
+import { changedFraction, maskToPng, maskToRle, regions } from '../heads/change/index.js';
 import { postprocessDetect } from '../heads/detect/index.js';
 import { decodeImage, type RgbImage } from './decode.js';
 import { letterboxGeometry } from './letterbox.js';
-import type { AdapterRequest, ClassifyJob, ClassifyModelSpec, DetectJob, ExecutionProvider, ModelSpec, TrackJob, TrackModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
+import type { AdapterRequest, ChangeJob, ChangeModelSpec, ClassifyJob, ClassifyModelSpec, DetectJob, ImageInput, ExecutionProvider, ModelSpec, TrackJob, TrackModelSpec, WorkerConfig, WorkerReply, WorkerRequest } from './messages.js';
 import { classifyGeometry, classifyInto } from './classify-preprocess.js';
 import { cropInto, cropParams, imageChannelMeans } from './crop.js';
 import { letterboxInto } from './preprocess.js';
 import { sessionOptions } from './session-options.js';
+import { stitch, tileGrid } from './tiles.js';
 
 interface LoadedModel {
   readonly session: ort.InferenceSession;
@@ -25,12 +28,14 @@ interface LoadedModel {
 
 interface Decoded {
   readonly img: RgbImage;
+  /** A change job's `after` image, the size of `img`. */
+  readonly after?: RgbImage;
   readonly ms: number;
 }
 
 /** A job waiting in its model's queue; `decoded` fills in when sharp is done. */
 interface Waiting {
-  readonly job: DetectJob | TrackJob | ClassifyJob;
+  readonly job: DetectJob | TrackJob | ClassifyJob | ChangeJob;
   readonly arrived: number;
   decoded?: Decoded;
   error?: unknown;
@@ -62,14 +67,16 @@ async function createSession(path: string): Promise<{ session: ort.InferenceSess
   return { session: await ort.InferenceSession.create(path, { ...base, executionProviders: ['cpu'] }), ep: 'cpu' };
 }
 
-function load(spec: ModelSpec | TrackModelSpec | ClassifyModelSpec): Promise<LoadedModel> {
+function load(spec: ModelSpec | TrackModelSpec | ClassifyModelSpec | ChangeModelSpec): Promise<LoadedModel> {
   let m = models.get(spec.key);
   if (!m) {
     loads++;
     m = createSession(spec.path).then(({ session, ep, warning }) => {
       if (warning) post({ type: 'log', level: 'warn', message: warning });
       const pixels =
-        'searchSize' in spec ? spec.searchSize * spec.searchSize
+        // A change model's buffer: `before` tiles, then `after` tiles, tileBatch of each.
+        'tile' in spec ? 2 * spec.tileBatch * spec.tile * spec.tile
+        : 'searchSize' in spec ? spec.searchSize * spec.searchSize
         : 'dim' in spec ? Math.min(config.maxBatch, spec.maxBatch) * spec.size * spec.size
         : Math.min(config.maxBatch, spec.maxBatch) * spec.width * spec.height;
       return { session, input: new Float32Array(3 * pixels), ep, warning };
@@ -81,11 +88,52 @@ function load(spec: ModelSpec | TrackModelSpec | ClassifyModelSpec): Promise<Loa
 }
 
 /** Decode starts as soon as the job arrives (sharp works on libuv's pool), overlapping the run in progress. */
-function startDecode(job: DetectJob | TrackJob | ClassifyJob): Promise<Decoded> {
+function startDecode(job: DetectJob | TrackJob | ClassifyJob | ChangeJob): Promise<Decoded> {
   const t0 = performance.now();
+  if (job.type === 'change') return decodePair(job, t0);
   const { image } = job;
-  if (image.kind === 'rgb24') return Promise.resolve({ img: { data: image.data, width: image.width, height: image.height }, ms: 0 });
-  return decodeImage(image.bytes, { maxPixels: config.maxPixels }).then((img) => ({ img, ms: performance.now() - t0 }));
+  return decodeOne(image).then((img) => ({ img, ms: image.kind === 'rgb24' ? 0 : performance.now() - t0 }));
+}
+
+function decodeOne(input: ImageInput): Promise<RgbImage> {
+  if (input.kind === 'rgb24') return Promise.resolve({ data: input.data, width: input.width, height: input.height });
+  return decodeImage(input.bytes, { maxPixels: config.maxPixels });
+}
+
+/** Both images of a change job; `after` resized (sharp's default lanczos3) to `before`'s size when the job allows it. */
+async function decodePair(job: ChangeJob, t0: number): Promise<Decoded> {
+  const [before, after] = await Promise.all([decodeOne(job.image), decodeOne(job.after)]);
+  let b = after;
+  if (after.width !== before.width || after.height !== before.height) {
+    if (!job.resize)
+      throw invalidValue(`before is ${before.width}×${before.height} but after is ${after.width}×${after.height}; send images of one size or resize=true`, 'size_mismatch');
+    const data = await sharp(after.data, { raw: { width: after.width, height: after.height, channels: 3 }, limitInputPixels: false })
+      .resize(before.width, before.height, { fit: 'fill' })
+      .raw()
+      .toBuffer();
+    b = { data: new Uint8Array(data.buffer, data.byteOffset, data.byteLength), width: before.width, height: before.height };
+  }
+  return { img: before, after: b, ms: performance.now() - t0 };
+}
+
+/**
+ * Copies the tile at (x, y), w × h, of packed RGB `img` into `dst` at `offset` as a [3, tile, tile] plane in
+ * [0, 1]; the rest of the slot (a scene smaller than the tile) is zero padding, bottom and right.
+ */
+function tileInto(img: RgbImage, x: number, y: number, w: number, h: number, tile: number, dst: Float32Array, offset: number): void {
+  const plane = tile * tile;
+  if (w < tile || h < tile) dst.fill(0, offset, offset + 3 * plane);
+  const src = img.data;
+  const k = 1 / 255;
+  for (let r = 0; r < h; r++) {
+    let si = ((y + r) * img.width + x) * 3;
+    const di = offset + r * tile;
+    for (let c = 0; c < w; c++, si += 3) {
+      dst[di + c] = src[si] * k;
+      dst[di + plane + c] = src[si + 1] * k;
+      dst[di + 2 * plane + c] = src[si + 2] * k;
+    }
+  }
 }
 
 /**
@@ -96,6 +144,7 @@ async function runBatch(batch: readonly Waiting[]): Promise<void> {
   const first = batch[0].job;
   if (first.type === 'track') return runTrack(first, batch[0].decoded!);
   if (first.type === 'classify') return runClassify(batch as readonly (Waiting & { job: ClassifyJob })[]);
+  if (first.type === 'change') return runChange(first, batch[0].decoded!);
   const spec = first.model;
   const model = await load(spec);
   const per = 3 * spec.width * spec.height;
@@ -122,6 +171,73 @@ async function runBatch(batch: readonly Waiting[]): Promise<void> {
     const { width, height } = w.decoded!.img;
     post({ type: 'detect', id: w.job.id, width, height, boxes, scores, classIds, timings, batchSize: batch.length }, [boxes.buffer, scores.buffer, classIds.buffer]);
   });
+}
+
+/**
+ * One change job: the scene is cut into overlapping tiles (tiles.ts), cropped straight from the decoded uint8
+ * RGB into the reused input buffer (no scene-sized float copy), run `tileBatch` tiles per session.run, and the
+ * logits blended back in bounded memory; then the head (regions, changed fraction) and the mask encoding, so
+ * only the small answer leaves the worker.
+ */
+async function runChange(job: ChangeJob, decoded: Decoded): Promise<void> {
+  const spec = job.model;
+  const model = await load(spec);
+  const { img } = decoded;
+  const after = decoded.after!;
+  const { width, height } = img;
+  const { tile, tileBatch } = spec;
+  const per = 3 * tile * tile;
+  const afterBase = tileBatch * per;
+  const t0 = performance.now();
+  let preprocess = 0;
+  let infer = 0;
+  let runs = 0;
+  let tiles = 0;
+  // Tiles come in stitch's order; each run takes the next tileBatch of them and keeps their logits until asked.
+  const queue = new Map<string, Float32Array>();
+  const grid: { x: number; y: number; w: number; h: number }[] = [];
+  for (const t of tileGrid(width, height, tile, job.overlap)) grid.push({ x: t.x, y: t.y, w: t.width, h: t.height });
+  let next = 0;
+  const runNext = async (): Promise<void> => {
+    const chunk = grid.slice(next, next + tileBatch);
+    next += chunk.length;
+    const t1 = performance.now();
+    chunk.forEach((t, i) => {
+      tileInto(img, t.x, t.y, t.w, t.h, tile, model.input, i * per);
+      tileInto(after, t.x, t.y, t.w, t.h, tile, model.input, afterBase + i * per);
+    });
+    const t2 = performance.now();
+    const dims = [chunk.length, 3, tile, tile];
+    const out = await model.session.run({
+      before: new ort.Tensor('float32', model.input.subarray(0, chunk.length * per), dims),
+      after: new ort.Tensor('float32', model.input.subarray(afterBase, afterBase + chunk.length * per), dims),
+    });
+    const logits = out.logits.data as Float32Array;
+    const n = 2 * tile * tile;
+    chunk.forEach((t, i) => queue.set(`${t.x},${t.y}`, logits.slice(i * n, (i + 1) * n)));
+    preprocess += t2 - t1;
+    infer += performance.now() - t2;
+    runs++;
+    tiles += chunk.length;
+  };
+  const { mask } = await stitch(width, height, { tile, overlap: job.overlap }, async (x, y) => {
+    const k = `${x},${y}`;
+    if (!queue.has(k)) await runNext();
+    const logits = queue.get(k);
+    if (!logits) throw new Error(`change: tile (${x}, ${y}) was not run`);
+    queue.delete(k);
+    return logits;
+  });
+  const t3 = performance.now();
+  const found = regions(mask, width, height, { minArea: job.minArea });
+  const fraction = changedFraction(mask);
+  // A compact copy: the PNG may be a view into a larger buffer, and only its bytes should travel.
+  const encoded = job.mask === 'png' ? (await maskToPng(mask, width, height)).slice() : job.mask === 'rle' ? maskToRle(mask, width, height) : null;
+  // Blending and the argmax happen inside stitch, between the runs: counted with the head as post-processing.
+  const postMs = performance.now() - t3 + (t3 - t0 - preprocess - infer);
+  const timings = { decode: decoded.ms, preprocess, infer, post: postMs };
+  const transfer = encoded instanceof Uint8Array ? [encoded.buffer as ArrayBuffer] : [];
+  post({ type: 'change', id: job.id, width, height, changedFraction: fraction, regions: found, mask: encoded, tiles, runs, timings }, transfer);
 }
 
 /**

@@ -12,11 +12,13 @@ import type { Socket } from 'node:net';
 import type { ServerConfig } from '../config.js';
 import { FoveaError } from '../errors.js';
 import { ModelRegistry } from '../models/registry.js';
+import { ChangeService, specOf as changeSpec } from '../pipeline/change.js';
 import { ClassifyService, specOf as classifySpec } from '../pipeline/classify.js';
 import { DetectService } from '../pipeline/detect.js';
 import { InferencePool } from '../pipeline/pool.js';
 import { TrackService } from '../pipeline/track.js';
 import { IMAGE_TYPES } from './media.js';
+import { changeRoutes } from './routes/change.js';
 import { classifyRoutes } from './routes/classify.js';
 import { detectRoutes } from './routes/detect.js';
 import { modelRoutes } from './routes/models.js';
@@ -31,6 +33,8 @@ declare module 'fastify' {
     detector: DetectService;
     /** ImageNet classification and embeddings (ViG, DeiT). */
     classifier: ClassifyService;
+    /** Bitemporal change detection (FSG-Net, care-cd), tiled. */
+    changer: ChangeService;
     /** Single-object tracking: REST sessions (expiring when idle) and new runs for streams. */
     tracker: TrackService;
     /** The execution provider sessions actually run on (after any CUDA fallback). */
@@ -87,6 +91,7 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
   const tracker = new TrackService(registry, pool, detector, config.track);
   app.decorate('detector', detector);
   app.decorate('classifier', new ClassifyService(registry, pool, detector));
+  app.decorate('changer', new ChangeService(registry, pool, detector));
   app.decorate('tracker', tracker);
   app.decorate('ep', config.ep);
   app.addHook('onClose', async () => {
@@ -122,6 +127,7 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
   await app.register(detectRoutes, { prefix: '/v1' });
   await app.register(trackRoutes, { prefix: '/v1' });
   await app.register(classifyRoutes, { prefix: '/v1' });
+  await app.register(changeRoutes, { prefix: '/v1' });
 
   // Streams (specs/protocol.md). A ws protocol error (an oversized message: 1009) has already closed
   // the socket with its code; a socket still open after an error (a handler that threw) is ended here.
@@ -146,7 +152,11 @@ export async function buildApp(config: ServerConfig, registry = new ModelRegistr
 export async function preload(app: FastifyInstance): Promise<void> {
   for (const id of app.config.preload) {
     const info = app.registry.info(id);
-    const model = info.task === 'track' ? await app.registry.buildTracker(id) : info.task === 'classify' ? classifySpec(await app.classifier.spec(id)) : await app.detector.spec(id);
+    const model =
+      info.task === 'track' ? await app.registry.buildTracker(id)
+      : info.task === 'classify' ? classifySpec(await app.classifier.spec(id))
+      : info.task === 'change' ? changeSpec(await app.changer.spec(id))
+      : await app.detector.spec(id);
     const ep = await app.pool.warmup(model);
     // A tracker with adapters also serves streams and sessions from its unmerged graph: load that session too.
     if (app.registry.adapterNames(id).length) await app.pool.warmup(await app.registry.buildTracker(id, { adapters: true }));

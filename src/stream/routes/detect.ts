@@ -67,7 +67,7 @@ export async function imageBytes(req: FastifyRequest, fields?: Map<string, strin
  * busboy reports a malformed body (no boundary, cut-off parts) as a plain Error without a code: that
  * is the client's fault (400). fastify's own errors (file too large → 413) and ours pass through.
  */
-function multipartError(err: unknown): unknown {
+export function multipartError(err: unknown): unknown {
   if (err instanceof FoveaError) return err;
   const code = (err as { code?: unknown } | null)?.code;
   if (typeof code === 'string' && code.startsWith('FST_')) return err;

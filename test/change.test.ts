@@ -1,0 +1,398 @@
+/**
+ * Change detection as a client sees it: `POST /v1/change` on a real server on a real port with the real
+ * LEVIR-CD pairs (../shared/fixtures/change-levir), a tiled 1024² scene, care-cd, the hostile cases, and
+ * `fovea eval change` as a child process. The models are seeded (untrained): nothing here assumes a right
+ * mask; the tests check that the answer is consistent with itself (the returned mask, its changed fraction,
+ * its regions) and that the CLI's metrics are exactly a recomputation from the endpoint's masks.
+ */
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { crc32, deflateSync } from 'node:zlib';
+import type { FastifyInstance } from 'fastify';
+import sharp, { type OutputInfo } from 'sharp';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { defaultConfig } from '../src/config.js';
+import { confusion, rleToMask, scores, type ConfusionCounts, type Rle } from '../src/heads/change/index.js';
+import * as ort from 'onnxruntime-node';
+import { changeMask } from '../src/models/fsgnet.js';
+import { buildCareCd } from '../src/models/care.js';
+import { Params } from '../src/models/graph/params.js';
+import { float32, type HostTensor } from '../src/models/graph/tensor.js';
+import { ModelRegistry } from '../src/models/registry.js';
+import { writeSafetensors } from './support/safetensors.js';
+import { stitch, tileGrid } from '../src/pipeline/tiles.js';
+import { buildApp, preload } from '../src/stream/app.js';
+
+const LEVIR = fileURLToPath(new URL('../../shared/fixtures/change-levir/', import.meta.url));
+
+interface Region {
+  polygon: [number, number][];
+  bbox: [number, number, number, number];
+  area: number;
+}
+interface ChangeBody {
+  model: { id: string; trained: boolean; input: number[] };
+  width: number;
+  height: number;
+  changedFraction: number;
+  regions: Region[];
+  mask: string | Rle | null;
+  tiles: number;
+  timings: Record<string, number>;
+}
+interface ErrorBody {
+  error: { code: string; message: string };
+}
+
+let app: FastifyInstance;
+let base: string;
+let names: string[] = [];
+const pairs = new Map<string, { a: Buffer; b: Buffer; label: Buffer }>();
+/** The endpoint's fsgnet masks per pair (0/1), for the CLI comparison. */
+const masks = new Map<string, Uint8Array>();
+
+beforeAll(async () => {
+  names = (await readdir(`${LEVIR}A`)).filter((n) => n.endsWith('.png')).sort();
+  for (const n of names) pairs.set(n, { a: await readFile(`${LEVIR}A/${n}`), b: await readFile(`${LEVIR}B/${n}`), label: await readFile(`${LEVIR}label/${n}`) });
+  app = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, preload: ['fsgnet', 'care-cd'] });
+  await preload(app);
+  await app.listen({ port: 0, host: '127.0.0.1' });
+  const address = app.server.address();
+  if (address === null || typeof address === 'string') throw new Error(`unexpected listen address ${String(address)}`);
+  base = `http://127.0.0.1:${address.port}`;
+});
+
+afterAll(async () => {
+  await app?.close();
+});
+
+function form(files: Record<string, Uint8Array>): FormData {
+  const fd = new FormData();
+  for (const [name, bytes] of Object.entries(files)) fd.append(name, new Blob([bytes], { type: 'image/png' }), `${name}.png`);
+  return fd;
+}
+
+const change = (files: Record<string, Uint8Array>, query = ''): Promise<Response> => fetch(`${base}/v1/change${query}`, { method: 'POST', body: form(files) });
+
+async function ok(res: Response): Promise<ChangeBody> {
+  const text = await res.text();
+  expect(res.status, text).toBe(200);
+  return JSON.parse(text) as ChangeBody;
+}
+
+async function error(res: Response, status: number, code: string): Promise<void> {
+  const text = await res.text();
+  expect(res.status, text).toBe(status);
+  expect((JSON.parse(text) as ErrorBody).error.code, text).toBe(code);
+}
+
+/** The 0/1 mask of a base64 PNG answer, checked to be width × height, single channel, 0/255. */
+async function pngMask(b64: string, width: number, height: number): Promise<Uint8Array> {
+  const png = Buffer.from(b64, 'base64');
+  // IHDR: bit depth 8, colour type 0 (greyscale).
+  expect([png[24], png[25]]).toEqual([8, 0]);
+  const { data, info } = await sharp(png).toColourspace('b-w').raw().toBuffer({ resolveWithObject: true });
+  expect([info.width, info.height, info.channels]).toEqual([width, height, 1]);
+  const mask = new Uint8Array(width * height);
+  let other = 0;
+  for (let i = 0; i < mask.length; i++) {
+    if (data[i] !== 0 && data[i] !== 255) other++;
+    mask[i] = data[i] ? 1 : 0;
+  }
+  expect(other, 'mask PNG values other than 0 and 255').toBe(0);
+  return mask;
+}
+
+/** The answer's regions and fraction agree with its mask. */
+function checkConsistent(r: ChangeBody, mask: Uint8Array, minArea = 16): void {
+  const changed = mask.reduce((n, v) => n + v, 0);
+  expect(r.changedFraction).toBeCloseTo(changed / (r.width * r.height), 12);
+  const areas = r.regions.reduce((n, g) => n + g.area, 0);
+  expect(areas).toBeLessThanOrEqual(changed);
+  for (const g of r.regions) {
+    expect(g.area).toBeGreaterThanOrEqual(minArea);
+    const [x1, y1, x2, y2] = g.bbox;
+    expect(x1 >= 0 && y1 >= 0 && x2 <= r.width && y2 <= r.height && x1 < x2 && y1 < y2).toBe(true);
+    expect(g.area).toBeLessThanOrEqual((x2 - x1) * (y2 - y1));
+    // Every changed pixel inside a region's bbox count: the region's area can't exceed the changed pixels there.
+    let inBox = 0;
+    for (let y = y1; y < y2; y++) for (let x = x1; x < x2; x++) inBox += mask[y * r.width + x];
+    expect(g.area).toBeLessThanOrEqual(inBox);
+    for (const [x, y] of g.polygon) expect(x >= 0 && y >= 0 && x <= r.width && y <= r.height).toBe(true);
+  }
+}
+
+function labelMask(label: { data: Buffer; info: OutputInfo }): Uint8Array {
+  const n = label.info.width * label.info.height;
+  const c = label.info.channels;
+  const out = new Uint8Array(n);
+  for (let i = 0; i < n; i++) out[i] = label.data[i * c] > 0 ? 1 : 0;
+  return out;
+}
+
+/** A PNG that declares width×height in its header; its pixel data is a stub, nothing reads it. */
+function pngHeaderOnly(width: number, height: number): Buffer {
+  const chunk = (type: string, data: Buffer): Buffer => {
+    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
+    const len = Buffer.alloc(4);
+    len.writeUInt32BE(data.length);
+    const crc = Buffer.alloc(4);
+    crc.writeUInt32BE(crc32(body));
+    return Buffer.concat([len, body, crc]);
+  };
+  const ihdr = Buffer.alloc(13);
+  ihdr.writeUInt32BE(width, 0);
+  ihdr.writeUInt32BE(height, 4);
+  ihdr[8] = 8;
+  ihdr[9] = 2;
+  const signature = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
+  return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(1024))), chunk('IEND', Buffer.alloc(0))]);
+}
+
+const solid = (width: number, height: number, v: number): Promise<Buffer> =>
+  sharp({ create: { width, height, channels: 3, background: { r: v, g: v, b: v } } }).png().toBuffer();
+
+describe('POST /v1/change with fsgnet on the LEVIR-CD pairs', () => {
+  it('answers all 11 pairs: 256×256 masks, regions and changedFraction consistent with the mask', async () => {
+    expect(names).toHaveLength(11);
+    for (const n of names) {
+      const p = pairs.get(n)!;
+      const r = await ok(await change({ before: p.a, after: p.b }, '?model=fsgnet&mask=png'));
+      expect(r.model).toEqual({ id: 'fsgnet', trained: false, input: [256, 256] });
+      expect([r.width, r.height, r.tiles]).toEqual([256, 256, 1]);
+      expect(typeof r.mask).toBe('string');
+      const mask = await pngMask(r.mask as string, 256, 256);
+      checkConsistent(r, mask);
+      for (const k of ['decode', 'preprocess', 'infer', 'post']) expect(r.timings[k]).toBeGreaterThanOrEqual(0);
+      masks.set(n, mask);
+    }
+  });
+
+  it('mask=rle is the same mask as mask=png; mask=none is null with the same regions', async () => {
+    const n = names[0];
+    const p = pairs.get(n)!;
+    const rle = await ok(await change({ before: p.a, after: p.b }, '?mask=rle'));
+    const r = rle.mask as Rle;
+    expect(r.size).toEqual([256, 256]);
+    expect(rleToMask(r)).toEqual(masks.get(n));
+    const none = await ok(await change({ before: p.a, after: p.b }, '?mask=none'));
+    expect(none.mask).toBeNull();
+    expect(none.regions).toEqual(rle.regions);
+    expect(none.changedFraction).toBe(rle.changedFraction);
+  });
+
+  it('tiles a 1024×1024 scene built from the LEVIR images and answers at full size', async () => {
+    const compose = (key: 'a' | 'b') =>
+      sharp({ create: { width: 1024, height: 1024, channels: 3, background: { r: 0, g: 0, b: 0 } } })
+        .composite(Array.from({ length: 16 }, (_, i) => ({ input: pairs.get(names[i % names.length])![key], left: (i % 4) * 256, top: Math.floor(i / 4) * 256 })))
+        .png()
+        .toBuffer();
+    const [before, after] = await Promise.all([compose('a'), compose('b')]);
+    const r = await ok(await change({ before, after }, '?model=fsgnet&overlap=32&minArea=16'));
+    expect([r.width, r.height]).toEqual([1024, 1024]);
+    expect(r.tiles).toBe(tileGrid(1024, 1024, 256, 32).length);
+    checkConsistent(r, await pngMask(r.mask as string, 1024, 1024));
+  });
+
+  it('care-cd answers too', async () => {
+    const p = pairs.get(names[1])!;
+    const r = await ok(await change({ before: p.a, after: p.b }, '?model=care-cd&minArea=4'));
+    expect(r.model).toEqual({ id: 'care-cd', trained: false, input: [256, 256] });
+    expect([r.width, r.height]).toEqual([256, 256]);
+    checkConsistent(r, await pngMask(r.mask as string, 256, 256), 4);
+  });
+
+  it('the tiled worker path equals a plain reference on a non-trivial model (--weights): tiles run alone, zero-padded, stitched', async () => {
+    // Seeded graphs decide one class everywhere; a care-cd checkpoint made from the seeded values, with the
+    // head's change bias moved to the median logit margin on a LEVIR pair, splits pixels both ways.
+    const captured = new Map<string, HostTensor>();
+    const proto = Params.prototype as unknown as { fetch: (this: Params, name: string, shape: readonly number[], init: unknown, buffer: boolean) => Float32Array };
+    const fetchOrig = proto.fetch;
+    proto.fetch = function (name, shape, init, buffer) {
+      const v = fetchOrig.call(this, name, shape, init, buffer);
+      captured.set(this.prefix ? `${this.prefix}.${name}` : name, float32([...shape], v.slice()));
+      return v;
+    };
+    try {
+      buildCareCd('S0', Params.seeded(0), { imageSize: 256 });
+    } finally {
+      proto.fetch = fetchOrig;
+    }
+    const bias = captured.get('head.classifier.bias');
+    expect(bias?.shape).toEqual([2]);
+    const seededPath = (await app.registry.buildChange('care-cd', 256)).path;
+    const raw = async (b: Buffer, w: number) => {
+      const { data, info } = await sharp(b).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+      expect(info.width).toBe(w);
+      return data;
+    };
+    const T = 256;
+    const plane = (rgb: Buffer, width: number, x: number, y: number, w: number, h: number): Float32Array => {
+      const out = new Float32Array(3 * T * T);
+      for (let yy = 0; yy < h; yy++) for (let xx = 0; xx < w; xx++) for (let c = 0; c < 3; c++) out[c * T * T + yy * T + xx] = rgb[((y + yy) * width + x + xx) * 3 + c] / 255;
+      return out;
+    };
+    const p = pairs.get(names[2])!;
+    const runOne = async (session: ort.InferenceSession, rb: Buffer, ra: Buffer, width: number, x: number, y: number, w: number, h: number) => {
+      const out = await session.run({ before: new ort.Tensor('float32', plane(rb, width, x, y, w, h), [1, 3, T, T]), after: new ort.Tensor('float32', plane(ra, width, x, y, w, h), [1, 3, T, T]) });
+      return (out.logits.data as Float32Array).slice();
+    };
+    const seeded = await ort.InferenceSession.create(seededPath);
+    const l = await runOne(seeded, await raw(p.a, 256), await raw(p.b, 256), 256, 0, 0, 256, 256);
+    await seeded.release();
+    const margins = Array.from({ length: T * T }, (_, i) => l[T * T + i] - l[i]).sort((x, y) => x - y);
+    const b = bias!.data as Float32Array;
+    b[1] -= margins[T * T / 2];
+    const dir = await mkdtemp(join(tmpdir(), 'fovea-change-'));
+    const weights = join(dir, 'care-cd.safetensors');
+    writeSafetensors(weights, captured);
+    const app2 = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, workers: 1, preload: [], weights: { 'care-cd': weights } }, new ModelRegistry({ cacheDir: join(dir, 'cache') }));
+    try {
+      await app2.listen({ port: 0, host: '127.0.0.1' });
+      const port = (app2.server.address() as { port: number }).port;
+      // A 400×200 scene: two tiles across (overlap 48), one zero-padded tile down.
+      const crop = (x: Buffer) => sharp(x).resize(400, 200, { fit: 'fill' }).png().toBuffer();
+      const [before, after] = await Promise.all([crop(p.a), crop(p.b)]);
+      const res = await fetch(`http://127.0.0.1:${port}/v1/change?model=care-cd&overlap=48&mask=rle&minArea=0`, { method: 'POST', body: form({ before, after }) });
+      const r = await ok(res);
+      expect(r.model).toEqual({ id: 'care-cd', trained: true, input: [256, 256] });
+      expect([r.width, r.height, r.tiles]).toEqual([400, 200, 2]);
+      expect(r.changedFraction).toBeGreaterThan(0.02);
+      expect(r.changedFraction).toBeLessThan(0.98);
+      const [rb, ra] = await Promise.all([raw(before, 400), raw(after, 400)]);
+      const session = await ort.InferenceSession.create((await app2.registry.buildChange('care-cd', 256)).path);
+      const { mask } = await stitch(400, 200, { tile: T, overlap: 48 }, (x, y, w, h) => runOne(session, rb, ra, 400, x, y, w, h));
+      await session.release();
+      const got = rleToMask(r.mask as Rle);
+      let differ = 0;
+      for (let i = 0; i < mask.length; i++) if (mask[i] !== got[i]) differ++;
+      // Batched runs (4 tiles a run) vs single ones may differ in the last float bits: allow a few argmax flips.
+      expect(differ).toBeLessThanOrEqual(8);
+      checkConsistent(r, got, 0);
+      expect(r.regions.length).toBeGreaterThan(0);
+    } finally {
+      await app2.close();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('one tile of exactly the model input is the graph’s own argmax', async () => {
+    const p = pairs.get(names[3])!;
+    const r = await ok(await change({ before: p.a, after: p.b }, '?model=care-cd&mask=rle'));
+    const raw = async (b: Buffer) => (await sharp(b).removeAlpha().raw().toBuffer({ resolveWithObject: true })).data;
+    const toChw = (rgb: Buffer) => {
+      const out = new Float32Array(3 * 256 * 256);
+      for (let i = 0; i < 256 * 256; i++) for (let c = 0; c < 3; c++) out[c * 256 * 256 + i] = rgb[i * 3 + c] / 255;
+      return out;
+    };
+    const session = await ort.InferenceSession.create((await app.registry.buildChange('care-cd', 256)).path);
+    const out = await session.run({ before: new ort.Tensor('float32', toChw(await raw(p.a)), [1, 3, 256, 256]), after: new ort.Tensor('float32', toChw(await raw(p.b)), [1, 3, 256, 256]) });
+    await session.release();
+    expect(rleToMask(r.mask as Rle)).toEqual(changeMask(out.logits.data as Float32Array, 256, 256));
+  });
+
+  it('lists fsgnet and care-cd under task change, untrained', async () => {
+    const res = await fetch(`${base}/v1/models`);
+    const text = await res.text();
+    expect(res.status, text).toBe(200);
+    const body = JSON.parse(text) as unknown;
+    const list = (Array.isArray(body) ? body : (body as { models: unknown[] }).models) as { id: string; task: string; trained: boolean; input: number[] }[];
+    for (const id of ['fsgnet', 'care-cd']) expect(list.find((m) => m.id === id)).toMatchObject({ task: 'change', trained: false, input: [256, 256] });
+  });
+});
+
+describe('POST /v1/change: hostile and edge cases', () => {
+  it('different sizes are 422 size_mismatch; resize=true resizes after to before', async () => {
+    const p = pairs.get(names[0])!;
+    const small = await sharp(p.b).resize(200, 180).png().toBuffer();
+    await error(await change({ before: p.a, after: small }), 422, 'size_mismatch');
+    const r = await ok(await change({ before: p.a, after: small }, '?resize=true'));
+    expect([r.width, r.height]).toEqual([256, 256]);
+    checkConsistent(r, await pngMask(r.mask as string, 256, 256));
+  });
+
+  it('one image missing is 400', async () => {
+    const p = pairs.get(names[0])!;
+    await error(await change({ before: p.a }), 400, 'missing_field');
+    await error(await change({ after: p.b }), 400, 'missing_field');
+    await error(await change({ image: p.a }), 400, 'missing_field');
+  });
+
+  it('a corrupt PNG is 400, and the server goes on', async () => {
+    const p = pairs.get(names[0])!;
+    const res = await change({ before: p.a, after: p.b.subarray(0, Math.floor(p.b.length / 2)) });
+    expect(res.status, await res.clone().text()).toBe(400);
+    await error(await change({ before: Buffer.from('not an image at all'), after: p.b }), 400, 'undecodable_image');
+    await ok(await change({ before: p.a, after: p.b }, '?mask=none'));
+  });
+
+  it('1×1 images give a valid answer (padded to the tile)', async () => {
+    const [a, b] = await Promise.all([solid(1, 1, 10), solid(1, 1, 200)]);
+    const r = await ok(await change({ before: a, after: b }, '?minArea=1'));
+    expect([r.width, r.height, r.tiles]).toEqual([1, 1, 1]);
+    const mask = await pngMask(r.mask as string, 1, 1);
+    checkConsistent(r, mask, 1);
+    expect(r.regions.length).toBe(mask[0]);
+  });
+
+  it('a scene past the pixel limit is 413 from its header, without decoding', async () => {
+    const huge = pngHeaderOnly(20_000, 20_000);
+    await error(await change({ before: huge, after: huge }), 413, 'too_many_pixels');
+  });
+
+  it('a model of another task is 422 wrong_task; an unknown one 404', async () => {
+    const p = pairs.get(names[0])!;
+    await error(await change({ before: p.a, after: p.b }, '?model=leyolo-nano'), 422, 'wrong_task');
+    await error(await change({ before: p.a, after: p.b }, '?model=nope'), 404, 'unknown_model');
+  });
+
+  it('bad tiling and encodings are 422; a non-multipart body is 415', async () => {
+    const p = pairs.get(names[0])!;
+    await error(await change({ before: p.a, after: p.b }, '?overlap=256'), 422, 'invalid_value');
+    await error(await change({ before: p.a, after: p.b }, '?tile=100'), 422, 'invalid_value');
+    await error(await change({ before: p.a, after: p.b }, '?mask=jpeg'), 422, 'invalid_value');
+    await error(await fetch(`${base}/v1/change`, { method: 'POST', headers: { 'content-type': 'image/png' }, body: p.a }), 415, 'unsupported_media_type');
+  });
+
+  it('the OpenAPI document has /v1/change', async () => {
+    const doc = (await (await fetch(`${base}/docs`)).json()) as { paths: Record<string, unknown> };
+    expect(doc.paths['/v1/change']).toBeDefined();
+  });
+});
+
+describe('fovea eval change', () => {
+  it('prints metrics equal to a recomputation from the endpoint’s masks, with trained: false', async () => {
+    expect(masks.size).toBe(11);
+    const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
+    const { stdout, stderr } = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) =>
+      execFile(process.execPath, ['--import', 'tsx', cli, 'eval', 'change', '--model', 'fsgnet', '--data', LEVIR], { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 }, (err, out, errOut) =>
+        err ? reject(new Error(`${err.message}\n${errOut}`)) : resolve({ stdout: out, stderr: errOut }),
+      ),
+    );
+    const out = JSON.parse(stdout) as {
+      trained: boolean;
+      note?: string;
+      pairs: number;
+      metrics: { f1: number; iou: number; precision: number; recall: number; oa: number };
+      counts: ConfusionCounts;
+      perPair: ({ name: string } & ConfusionCounts)[];
+    };
+    expect(out.trained).toBe(false);
+    expect(out.note).toMatch(/no trained weights/);
+    expect(stderr).toMatch(/no trained weights/);
+    expect(out.pairs).toBe(11);
+    const total: ConfusionCounts = { tp: 0, fp: 0, fn: 0, tn: 0 };
+    for (const n of names) {
+      const label = labelMask(await sharp(pairs.get(n)!.label).raw().toBuffer({ resolveWithObject: true }));
+      const c = confusion(masks.get(n)!, label);
+      expect(out.perPair.find((p) => p.name === n)).toMatchObject(c);
+      for (const k of ['tp', 'fp', 'fn', 'tn'] as const) total[k] += c[k];
+    }
+    expect(out.counts).toEqual(total);
+    const s = scores(total);
+    expect(out.metrics).toEqual({ f1: s.f1, iou: s.iou, precision: s.precision, recall: s.recall, oa: s.oa });
+  });
+});
