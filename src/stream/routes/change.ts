@@ -11,6 +11,7 @@ import { unsupportedMedia } from '../../errors.js';
 import { DEFAULT_CHANGE_MODEL, DEFAULT_MIN_AREA, DEFAULT_OVERLAP, type ChangeRequest } from '../../pipeline/change.js';
 import { mediaType } from '../media.js';
 import { multipartError } from './detect.js';
+import { errorSchema, modelSchema, timingsSchema } from './schemas.js';
 
 const querySchema = {
   type: 'object',
@@ -25,12 +26,11 @@ const querySchema = {
   additionalProperties: false,
 } as const;
 
-const ms = { type: 'number' } as const;
 const point = { type: 'array', items: { type: 'number' }, minItems: 2, maxItems: 2 } as const;
 const responseSchema = {
   type: 'object',
   properties: {
-    model: { type: 'object', properties: { id: { type: 'string' }, trained: { type: 'boolean' }, input: { type: 'array', items: { type: 'integer' } } } },
+    model: modelSchema,
     width: { type: 'integer' },
     height: { type: 'integer' },
     changedFraction: { type: 'number', description: 'changed pixels / all pixels' },
@@ -55,13 +55,9 @@ const responseSchema = {
       ],
     },
     tiles: { type: 'integer', description: 'tiles the scene was cut into' },
-    timings: { type: 'object', properties: { decode: ms, preprocess: ms, infer: ms, post: ms } },
+    timings: timingsSchema,
   },
   required: ['model', 'width', 'height', 'changedFraction', 'regions', 'mask', 'timings'],
-} as const;
-const errorSchema = {
-  type: 'object',
-  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] } },
 } as const;
 
 /** Only multipart bodies: a change request carries two images. */

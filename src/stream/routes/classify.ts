@@ -9,6 +9,7 @@
 import type { FastifyInstance } from 'fastify';
 import { DEFAULT_CLASSIFIER, type ClassifyRequest } from '../../pipeline/classify.js';
 import { imageBytes, requireImageMedia } from './detect.js';
+import { errorSchema, imageSchema, modelSchema, timingsSchema } from './schemas.js';
 
 const modelParam = { type: 'string', minLength: 1, maxLength: 64, default: DEFAULT_CLASSIFIER, description: 'a classify model (GET /v1/models): vig-t, vig-s, vig-b, deit-t, deit-s' } as const;
 const sizeParam = { type: 'integer', minimum: 32, maximum: 4096, description: 'input side: a multiple of 16 from 224 to 2048 (default 224)' } as const;
@@ -20,15 +21,10 @@ const classifyQuery = {
 } as const;
 const embedQuery = { type: 'object', properties: { model: modelParam, size: sizeParam }, additionalProperties: false } as const;
 
-const ms = { type: 'number' } as const;
 const common = {
-  model: { type: 'object', properties: { id: { type: 'string' }, trained: { type: 'boolean' }, input: { type: 'array', items: { type: 'integer' } } } },
-  image: { type: 'object', properties: { width: { type: 'integer' }, height: { type: 'integer' } } },
-  timings: { type: 'object', properties: { decode: ms, preprocess: ms, infer: ms, post: ms } },
-} as const;
-const errorSchema = {
-  type: 'object',
-  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] } },
+  model: modelSchema,
+  image: imageSchema,
+  timings: timingsSchema,
 } as const;
 
 const classifySchema = {

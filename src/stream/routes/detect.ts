@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { FoveaError, badInput, unsupportedMedia } from '../../errors.js';
 import type { DetectRequest } from '../../pipeline/detect.js';
 import { isImageMedia, mediaType } from '../media.js';
+import { imageSchema, modelSchema, timingsSchema } from './schemas.js';
 
 const querySchema = {
   type: 'object',
@@ -28,14 +29,13 @@ const detectionSchema = {
   required: ['box', 'score', 'classId', 'label'],
 } as const;
 
-const ms = { type: 'number' } as const;
 const responseSchema = {
   type: 'object',
   properties: {
-    model: { type: 'object', properties: { id: { type: 'string' }, trained: { type: 'boolean' }, input: { type: 'array', items: { type: 'integer' } } } },
-    image: { type: 'object', properties: { width: { type: 'integer' }, height: { type: 'integer' } } },
+    model: modelSchema,
+    image: imageSchema,
     detections: { type: 'array', items: detectionSchema },
-    timings: { type: 'object', properties: { decode: ms, preprocess: ms, infer: ms, post: ms } },
+    timings: timingsSchema,
   },
 } as const;
 

@@ -13,6 +13,7 @@ import { badInput, invalidValue } from '../../errors.js';
 import { DEFAULT_TRACKER } from '../../models/registry.js';
 import { parseBox, type Box } from '../../pipeline/track.js';
 import { imageBytes, requireImageMedia } from './detect.js';
+import { errorSchema, imageSchema, modelSchema, timingsSchema } from './schemas.js';
 
 const createQuery = {
   type: 'object',
@@ -29,20 +30,15 @@ const sessionParams = {
   required: ['id'],
 } as const;
 
-const ms = { type: 'number' } as const;
 const box = { type: 'array', items: { type: 'number' }, minItems: 4, maxItems: 4, description: '[x1, y1, x2, y2] in image pixels' } as const;
 const answerProperties = {
   box,
   score: { type: 'number', description: 'sigmoid of the score at the chosen cell; 1 on the init frame' },
-  model: { type: 'object', properties: { id: { type: 'string' }, trained: { type: 'boolean' }, input: { type: 'array', items: { type: 'integer' } } } },
-  image: { type: 'object', properties: { width: { type: 'integer' }, height: { type: 'integer' } } },
-  timings: { type: 'object', properties: { decode: ms, preprocess: ms, infer: ms, post: ms } },
+  model: modelSchema,
+  image: imageSchema,
+  timings: timingsSchema,
 } as const;
 
-const errorSchema = {
-  type: 'object',
-  properties: { error: { type: 'object', properties: { code: { type: 'string' }, message: { type: 'string' } }, required: ['code', 'message'] } },
-} as const;
 
 const createdSchema = { type: 'object', properties: { sessionId: { type: 'string' }, ...answerProperties }, required: ['sessionId', 'box', 'model', 'image'] } as const;
 const frameSchema = { type: 'object', properties: answerProperties, required: ['box', 'score', 'model', 'image'] } as const;
