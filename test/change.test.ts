@@ -10,7 +10,6 @@ import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { crc32, deflateSync } from 'node:zlib';
 import type { FastifyInstance } from 'fastify';
 import sharp, { type OutputInfo } from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -25,6 +24,7 @@ import { ModelRegistry } from '../src/models/registry.js';
 import { writeSafetensors } from './support/safetensors.js';
 import { stitch, tileGrid } from '../src/pipeline/tiles.js';
 import { buildApp, preload } from '../src/stream/app.js';
+import { pngHeaderOnly } from './support/images.js';
 
 const LEVIR = fileURLToPath(new URL('../../shared/fixtures/change-levir/', import.meta.url));
 
@@ -133,24 +133,6 @@ function labelMask(label: { data: Buffer; info: OutputInfo }): Uint8Array {
   return out;
 }
 
-/** A PNG that declares width×height in its header; its pixel data is a stub, nothing reads it. */
-function pngHeaderOnly(width: number, height: number): Buffer {
-  const chunk = (type: string, data: Buffer): Buffer => {
-    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(body));
-    return Buffer.concat([len, body, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8;
-  ihdr[9] = 2;
-  const signature = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
-  return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(1024))), chunk('IEND', Buffer.alloc(0))]);
-}
 
 const solid = (width: number, height: number, v: number): Promise<Buffer> =>
   sharp({ create: { width, height, channels: 3, background: { r: v, g: v, b: v } } }).png().toBuffer();

@@ -1,9 +1,9 @@
 import { readFileSync } from 'node:fs';
-import { crc32, deflateSync } from 'node:zlib';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { FoveaError } from '../src/errors.js';
 import { decodeImage, probeImage } from '../src/pipeline/decode.js';
+import { pngHeaderOnly } from './support/images.js';
 
 const LIMITS = { maxPixels: 40_000_000 };
 const fixture = (name: string): Buffer => readFileSync(new URL(`../../shared/fixtures/images/${name}`, import.meta.url));
@@ -22,24 +22,6 @@ async function rejection(p: Promise<unknown>): Promise<FoveaError> {
   return err as FoveaError;
 }
 
-/** A PNG that declares width×height in its header; its pixel data is a stub, nothing reads it. */
-function pngHeaderOnly(width: number, height: number): Buffer {
-  const chunk = (type: string, data: Buffer): Buffer => {
-    const body = Buffer.concat([Buffer.from(type, 'latin1'), data]);
-    const len = Buffer.alloc(4);
-    len.writeUInt32BE(data.length);
-    const crc = Buffer.alloc(4);
-    crc.writeUInt32BE(crc32(body));
-    return Buffer.concat([len, body, crc]);
-  };
-  const ihdr = Buffer.alloc(13);
-  ihdr.writeUInt32BE(width, 0);
-  ihdr.writeUInt32BE(height, 4);
-  ihdr[8] = 8; // bit depth
-  ihdr[9] = 2; // colour type RGB
-  const signature = Buffer.from([137, 80, 78, 71, 13, 10, 26, 10]);
-  return Buffer.concat([signature, chunk('IHDR', ihdr), chunk('IDAT', deflateSync(Buffer.alloc(1024))), chunk('IEND', Buffer.alloc(0))]);
-}
 
 describe('decodeImage on the fixture photos', () => {
   it.each([
