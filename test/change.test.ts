@@ -23,8 +23,9 @@ import { float32, type HostTensor } from '../src/models/graph/tensor.js';
 import { ModelRegistry } from '../src/models/registry.js';
 import { writeSafetensors } from './support/safetensors.js';
 import { stitch, tileGrid } from '../src/pipeline/tiles.js';
-import { buildApp, preload } from '../src/stream/app.js';
+import { buildApp } from '../src/stream/app.js';
 import { pngHeaderOnly } from './support/images.js';
+import { preloadAndListen } from './support/server.js';
 
 const LEVIR = fileURLToPath(new URL('../../shared/fixtures/change-levir/', import.meta.url));
 
@@ -58,10 +59,7 @@ beforeAll(async () => {
   names = (await readdir(`${LEVIR}A`)).filter((n) => n.endsWith('.png')).sort();
   for (const n of names) pairs.set(n, { a: await readFile(`${LEVIR}A/${n}`), b: await readFile(`${LEVIR}B/${n}`), label: await readFile(`${LEVIR}label/${n}`) });
   app = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, preload: ['fsgnet', 'care-cd'] });
-  await preload(app);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') throw new Error(`unexpected listen address ${String(address)}`);
+  const address = await preloadAndListen(app);
   base = `http://127.0.0.1:${address.port}`;
 });
 

@@ -19,7 +19,8 @@ import { Params } from '../src/models/graph/params.js';
 import { specOf } from '../src/pipeline/classify.js';
 import { classifyGeometry, classifyInto } from '../src/pipeline/classify-preprocess.js';
 import { decodeImage } from '../src/pipeline/decode.js';
-import { buildApp, preload } from '../src/stream/app.js';
+import { buildApp } from '../src/stream/app.js';
+import { preloadAndListen } from './support/server.js';
 
 const fixtureUrl = (name: string): URL => new URL(`../../shared/fixtures/images/${name}`, import.meta.url);
 const images: Record<string, Buffer> = {};
@@ -52,10 +53,7 @@ let base: string;
 beforeAll(async () => {
   for (const name of ['cat.jpg', 'bus.jpg', 'zidane.jpg']) images[name] = await readFile(fixtureUrl(name));
   app = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, preload: ['vig-t', 'deit-t'] });
-  await preload(app);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') throw new Error(`unexpected listen address ${String(address)}`);
+  const address = await preloadAndListen(app);
   base = `http://127.0.0.1:${address.port}`;
 });
 

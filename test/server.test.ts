@@ -16,7 +16,8 @@ import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { defaultConfig } from '../src/config.js';
 import { COCO80 } from '../src/heads/detect/labels.js';
-import { buildApp, preload } from '../src/stream/app.js';
+import { buildApp } from '../src/stream/app.js';
+import { preloadAndListen } from './support/server.js';
 
 // ---------------------------------------------------------------------------------------------
 // Fixtures and independent facts about them
@@ -90,10 +91,7 @@ let base: string;
 beforeAll(async () => {
   for (const name of FIXTURES) images[name] = await readFile(fixtureUrl(name));
   app = await buildApp(config);
-  await preload(app);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') throw new Error(`unexpected listen address ${String(address)}`);
+  const address = await preloadAndListen(app);
   port = address.port;
   base = `http://127.0.0.1:${port}`;
 });

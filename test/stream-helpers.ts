@@ -8,7 +8,8 @@ import type { FastifyInstance } from 'fastify';
 import { expect } from 'vitest';
 import { connect, type DetectStreamResult, type DroppedMessage, type ErrorMessage, type ResultMessage, type ServerMessage, type StreamClient } from '../src/client/index.js';
 import { defaultConfig, type StreamConfig } from '../src/config.js';
-import { buildApp, preload } from '../src/stream/app.js';
+import { buildApp } from '../src/stream/app.js';
+import { preloadAndListen } from './support/server.js';
 
 export const CHECKPOINT = fileURLToPath(new URL('../../shared/fixtures/weights/LeYOLONano.pt', import.meta.url));
 export const VIDEO_FRAMES = 70;
@@ -33,10 +34,7 @@ export async function startServer(stream: Partial<StreamConfig>): Promise<TestSe
   const base = defaultConfig();
   const config = { ...base, port: 0, host: '127.0.0.1', logLevel: 'silent' as const, weights: { 'leyolo-nano': CHECKPOINT }, stream: { ...base.stream, ...stream } };
   const app = await buildApp(config);
-  await preload(app);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') throw new Error(`unexpected listen address ${String(address)}`);
+  const address = await preloadAndListen(app);
   return { app, base: `http://127.0.0.1:${address.port}`, url: `ws://127.0.0.1:${address.port}/v1/stream`, stream: config.stream };
 }
 

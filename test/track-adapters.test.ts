@@ -22,11 +22,12 @@ import { float32, type HostTensor } from '../src/models/graph/tensor.js';
 import { buildLoRAT, loraFeeds, loraInputShapes } from '../src/models/lorat.js';
 import { ModelRegistry, type BuiltTracker } from '../src/models/registry.js';
 import { TrackRun } from '../src/pipeline/track.js';
-import { buildApp, preload } from '../src/stream/app.js';
+import { buildApp } from '../src/stream/app.js';
 import type { TrackStreamResult } from '../src/stream/ws/index.js';
 import { VIDEO_SIZE, readAnswers, until } from './stream-helpers.js';
 import { prng } from './support/random.js';
 import { writeSafetensors } from './support/safetensors.js';
+import { preloadAndListen } from './support/server.js';
 
 type Box = [number, number, number, number];
 const MODEL = 'lorat-s224';
@@ -121,10 +122,7 @@ beforeAll(async () => {
     },
     new ModelRegistry({ cacheDir }),
   );
-  await preload(app);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') throw new Error(`unexpected listen address ${String(address)}`);
+  const address = await preloadAndListen(app);
   baseUrl = `http://127.0.0.1:${address.port}`;
   streamUrl = `ws://127.0.0.1:${address.port}/v1/stream`;
 }, 120_000);

@@ -10,9 +10,10 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type ServerMessage, type StreamClient } from '../src/client/index.js';
 import { defaultConfig } from '../src/config.js';
-import { buildApp, preload } from '../src/stream/app.js';
+import { buildApp } from '../src/stream/app.js';
 import type { TrackStreamResult } from '../src/stream/ws/index.js';
 import { CHECKPOINT, VIDEO_SIZE, expectOneAnswerPerFrameInOrder, readAnswers, sleep, until, type FrameAnswer } from './stream-helpers.js';
+import { preloadAndListen } from './support/server.js';
 
 type Box = [number, number, number, number];
 const MODEL = 'lorat-s224';
@@ -53,10 +54,7 @@ beforeAll(async () => {
     stream: { ...defaults.stream, pingIntervalMs: 500, idleTimeoutMs: 5_000 },
   };
   app = await buildApp(config);
-  await preload(app);
-  await app.listen({ port: 0, host: '127.0.0.1' });
-  const address = app.server.address();
-  if (address === null || typeof address === 'string') throw new Error(`unexpected listen address ${String(address)}`);
+  const address = await preloadAndListen(app);
   base = `http://127.0.0.1:${address.port}`;
   streamUrl = `ws://127.0.0.1:${address.port}/v1/stream`;
   for (let i = 0; i < FRAMES; i++) video.push(await readFile(new URL(`../../shared/fixtures/video-tennis/${String(i).padStart(5, '0')}.jpg`, import.meta.url)));

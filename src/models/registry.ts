@@ -314,13 +314,7 @@ export class ModelRegistry {
     const info = this.requireTask(id, 'detect');
     const s = this.resolveSize(id, size);
     const memo = `${id}@${s}`;
-    let b = this.built.get(memo);
-    if (!b) {
-      b = this.buildUncached(info, s);
-      b.catch(() => this.built.delete(memo));
-      this.built.set(memo, b);
-    }
-    return b;
+    return memoize(this.built, memo, () => this.buildUncached(info, s));
   }
 
   private async buildUncached(info: ModelInfo, s: number): Promise<BuiltModel> {
@@ -328,7 +322,7 @@ export class ModelRegistry {
     if (b) return { info, size: s, width: b.width, height: b.height, labels: b.labels, maxBatch: b.maxBatch, normalize: b.normalize, key: `${info.id}:${b.path}`, path: b.path, numAnchors: b.numAnchors };
     const f = MODELS[info.id];
     const w = this.weights.get(info.id);
-    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, s, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
+    const key = cacheKey([BUILDER_VERSION, info.id, s, weightsTag(w)]);
     const path = join(this.cacheDir, `${info.id}-${s}-${key}.onnx`);
     if (!existsSync(path)) {
       const params = w ? Params.fromStateDict(await (w.stateDict ??= readStateDict(w.path))) : Params.seeded(0);
@@ -347,19 +341,13 @@ export class ModelRegistry {
     const info = this.requireTask(id, 'classify');
     const s = this.resolveSize(id, size);
     const memo = `${id}@${s}`;
-    let b = this.classifiers.get(memo);
-    if (!b) {
-      b = this.buildClassifierUncached(info, s);
-      b.catch(() => this.classifiers.delete(memo));
-      this.classifiers.set(memo, b);
-    }
-    return b;
+    return memoize(this.classifiers, memo, () => this.buildClassifierUncached(info, s));
   }
 
   private async buildClassifierUncached(info: ModelInfo, s: number): Promise<BuiltClassifier> {
     const spec = CLASSIFIERS[info.id];
     const w = this.weights.get(info.id);
-    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, s, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
+    const key = cacheKey([BUILDER_VERSION, info.id, s, weightsTag(w)]);
     const path = join(this.cacheDir, `${info.id}-${s}-${key}.onnx`);
     if (!existsSync(path)) {
       const params = w ? Params.fromStateDict(await (w.stateDict ??= readStateDict(w.path))) : Params.seeded(0);
@@ -390,19 +378,13 @@ export class ModelRegistry {
     const info = this.requireTask(id, 'change');
     const s = this.resolveTile(id, tile);
     const memo = `${id}@${s}`;
-    let b = this.changes.get(memo);
-    if (!b) {
-      b = this.buildChangeUncached(info, s);
-      b.catch(() => this.changes.delete(memo));
-      this.changes.set(memo, b);
-    }
-    return b;
+    return memoize(this.changes, memo, () => this.buildChangeUncached(info, s));
   }
 
   private async buildChangeUncached(info: ModelInfo, s: number): Promise<BuiltChange> {
     const f = CHANGE_MODELS[info.id];
     const w = this.weights.get(info.id);
-    const key = createHash('sha256').update(JSON.stringify([BUILDER_VERSION, info.id, s, w ? `weights:${w.digest}` : 'seeded:0'])).digest('hex').slice(0, 16);
+    const key = cacheKey([BUILDER_VERSION, info.id, s, weightsTag(w)]);
     const path = join(this.cacheDir, `${info.id}-${s}-${key}.onnx`);
     if (!existsSync(path)) {
       let params: Params;
@@ -425,23 +407,14 @@ export class ModelRegistry {
   buildTracker(id: string, opts: { adapters?: boolean } = {}): Promise<BuiltTracker> {
     const info = this.requireTask(id, 'track');
     const memo = opts.adapters ? `${id}:inputs` : id;
-    let b = this.trackers.get(memo);
-    if (!b) {
-      b = this.buildTrackerUncached(info, opts.adapters === true);
-      b.catch(() => this.trackers.delete(memo));
-      this.trackers.set(memo, b);
-    }
-    return b;
+    return memoize(this.trackers, memo, () => this.buildTrackerUncached(info, opts.adapters === true));
   }
 
   private async buildTrackerUncached(info: ModelInfo, inputs: boolean): Promise<BuiltTracker> {
     const variant = TRACKERS[info.id];
     const cfg = loratVariants[variant];
     const w = this.weights.get(info.id);
-    const key = createHash('sha256')
-      .update(JSON.stringify([BUILDER_VERSION, info.id, w ? `weights:${w.digest}` : 'seeded:0', ...(inputs ? ['lora:inputs'] : [])]))
-      .digest('hex')
-      .slice(0, 16);
+    const key = cacheKey([BUILDER_VERSION, info.id, weightsTag(w), ...(inputs ? ['lora:inputs'] : [])]);
     const path = join(this.cacheDir, `${info.id}${inputs ? '-inputs' : ''}-${key}.onnx`);
     if (!existsSync(path)) {
       // `--weights lorat-b224=LORAT_FILE[,DINOV2_FILE]`: an adapters-only LoRAT file needs the DINOv2 backbone.
@@ -509,6 +482,21 @@ export class ModelRegistry {
     return readFileSync(b.path);
   }
 }
+
+/** One build per memo key, shared by concurrent callers; a failed build is forgotten so it can be retried. */
+function memoize<T>(cache: Map<string, Promise<T>>, memo: string, make: () => Promise<T>): Promise<T> {
+  let b = cache.get(memo);
+  if (!b) {
+    b = make();
+    b.catch(() => cache.delete(memo));
+    cache.set(memo, b);
+  }
+  return b;
+}
+
+/** The build cache key: what the graph depends on (builder version, model, size, weights digest). */
+const cacheKey = (parts: readonly unknown[]): string => createHash('sha256').update(JSON.stringify(parts)).digest('hex').slice(0, 16);
+const weightsTag = (w: Weights | undefined): string => (w ? `weights:${w.digest}` : 'seeded:0');
 
 /**
  * Writes into a private folder, then renames into place (external data first), so a concurrent start
