@@ -1,7 +1,8 @@
 import * as ort from 'onnxruntime-node';
 import { describe, expect, it } from 'vitest';
-import { glaChunkwise, glaQuadratic, glaRecurrent, type GlaDirection, type GlaHostInputs } from '../src/models/gla.js';
-import { Graph } from '../src/models/graph/graph.js';
+import { glaChunkwise, glaFused, glaQuadratic, glaRecurrent, type GlaDirection, type GlaHostInputs } from '../src/models/gla.js';
+import { Graph, type Value } from '../src/models/graph/graph.js';
+import { reshape, transpose } from '../src/models/graph/nn.js';
 import { serializeModel } from '../src/models/graph/serialize.js';
 import { ShapeError } from '../src/models/graph/shapes.js';
 import type { Dim } from '../src/models/graph/tensor.js';
@@ -28,7 +29,7 @@ function randomCase(seed: number, length: number, gates: Gates): GlaHostInputs {
   return { q: draw(n(dk), normal), k: draw(n(dk), normal), v: draw(n(dv), normal), logAlpha: draw(n(dk), gate), batch, heads, length, dk, dv };
 }
 
-type Form = { kind: 'chunkwise'; chunk: number } | { kind: 'quadratic' };
+type Form = { kind: 'chunkwise'; chunk: number } | { kind: 'quadratic' } | { kind: 'fused' };
 
 function buildGla(form: Form, length: number, direction: GlaDirection, batch: Dim = VIG_T.batch): Graph {
   const { heads, dk, dv } = VIG_T;
@@ -39,7 +40,12 @@ function buildGla(form: Form, length: number, direction: GlaDirection, batch: Di
     v: g.input('v', 'float32', [batch, heads, length, dv]),
     logAlpha: g.input('logAlpha', 'float32', [batch, heads, length, dk]),
   };
-  g.output(form.kind === 'chunkwise' ? glaChunkwise(g, x, { chunk: form.chunk, direction }) : glaQuadratic(g, x, { direction }), 'o');
+  if (form.kind === 'fused') {
+    // The fused kernel reads the packed [B, L, H·d] layout: pack the per-head inputs, unpack the output.
+    const pack = (t: Value, d: number) => reshape(g, transpose(g, t, [0, 2, 1, 3]), [batch, length, heads * d]);
+    const o = glaFused(g, { q: pack(x.q, dk), k: pack(x.k, dk), v: pack(x.v, dv), logAlpha: pack(x.logAlpha, dk), heads }, { direction });
+    g.output(transpose(g, reshape(g, o, [batch, length, heads, dv]), [0, 2, 1, 3]), 'o');
+  } else g.output(form.kind === 'chunkwise' ? glaChunkwise(g, x, { chunk: form.chunk, direction }) : glaQuadratic(g, x, { direction }), 'o');
   return g;
 }
 
@@ -80,7 +86,7 @@ describe('glaRecurrent (the float64 reference)', () => {
   });
 });
 
-describe('chunkwise-parallel GLA vs the quadratic form vs the recurrence', () => {
+describe('chunkwise-parallel GLA vs the quadratic form vs the recurrence (and the fused kernel)', () => {
   const cases: Array<{ length: number; chunk: number; gates: Gates }> = [
     { length: 64, chunk: 16, gates: 'vig' },
     { length: 196, chunk: 16, gates: 'vig' }, // ViG-T at 224: 196 tokens, not a multiple of 16 (padded)
@@ -101,6 +107,8 @@ describe('chunkwise-parallel GLA vs the quadratic form vs the recurrence', () =>
         expect(relativeError(chunked, reference), `chunkwise vs recurrence, seed ${seed}`).toBeLessThan(1e-4);
         expect(relativeError(quadratic, reference), `quadratic vs recurrence, seed ${seed}`).toBeLessThan(1e-4);
         expect(relativeError(chunked, quadratic), `chunkwise vs quadratic, seed ${seed}`).toBeLessThan(1e-4);
+        const fused = await runGla(buildGla({ kind: 'fused' }, length, direction), c);
+        expect(relativeError(fused, reference), `fused vs recurrence, seed ${seed}`).toBeLessThan(1e-4);
       });
 });
 
@@ -117,8 +125,11 @@ describe('chunkwise-parallel GLA on long sequences (linear cost) matches the rec
     it(`agrees to 1e-4 (L ${length}, chunk ${chunk}, ${gates} gates, ${direction})`, async () => {
       const seed = 7 * length + chunk + (direction === 'forward' ? 0 : 1);
       const c = randomCase(seed, length, gates);
+      const reference = glaRecurrent(c, { direction });
       const chunked = await runGla(buildGla({ kind: 'chunkwise', chunk }, length, direction), c);
-      expect(relativeError(chunked, glaRecurrent(c, { direction })), `seed ${seed}`).toBeLessThan(1e-4);
+      expect(relativeError(chunked, reference), `chunkwise, seed ${seed}`).toBeLessThan(1e-4);
+      const fused = await runGla(buildGla({ kind: 'fused' }, length, direction), c);
+      expect(relativeError(fused, reference), `fused, seed ${seed}`).toBeLessThan(1e-4);
     });
 });
 
@@ -138,6 +149,11 @@ describe('GLA graph building', () => {
     };
     expect(() => glaChunkwise(bad, x, { chunk: 16 })).toThrow(ShapeError);
     expect(() => glaQuadratic(bad, x)).toThrow(/v is \[1, 3, 63, 64\]/);
+    const packed = new Graph('bad_packed');
+    const p = (l: number, w: number) => packed.input(`x${l}_${w}_${Math.random()}`.replace('.', ''), 'float32', [1, l, w]);
+    expect(() => glaFused(packed, { q: p(64, 96), k: p(64, 96), v: p(63, 192), logAlpha: p(64, 96), heads: 3 })).toThrow(/value \[1, 63, 192\]/);
+    expect(() => glaFused(packed, { q: p(64, 96), k: p(64, 96), v: p(64, 192), logAlpha: p(64, 48), heads: 3 })).toThrow(/decay \[1, 64, 48\]/);
+    expect(() => glaFused(packed, { q: p(64, 96), k: p(64, 96), v: p(64, 190), logAlpha: p(64, 96), heads: 3 })).toThrow(/do not split into 3 heads/);
   });
 
   it('costs L·(C·dk + C·dv + 2·dk·dv) MACs a head chunkwise and L²·(dk + dv) quadratically', () => {
@@ -150,6 +166,8 @@ describe('GLA graph building', () => {
       expect(chunkwise).toBe(heads * (length * chunk * (dk + dv) + n * chunk * dk * dv + (n - 1) * chunk * dk * dv));
       const quadratic = buildGla({ kind: 'quadratic' }, length, 'forward', 'batch').stats().totalMacs;
       expect(quadratic).toBe(heads * length * length * (dk + dv));
+      // The recurrence: a k⊗v state update and a q·S read-out per token and head.
+      expect(buildGla({ kind: 'fused' }, length, 'forward', 'batch').stats().macs['com.microsoft.LinearAttention']).toBe(2 * heads * length * dk * dv);
     }
   });
 });

@@ -123,11 +123,11 @@ function loadFixture(name: string): { cfg: ViGConfig; sd: Map<string, HostTensor
 
 describe('ViG forward against a plain PyTorch reference (float64, token-by-token GLA recurrence)', () => {
   for (const name of ['tiny-t', 'tiny-s']) {
-    it(`${name}: chunkwise and quadratic builds both match the reference logits and features within 1e-4, official keys one-to-one`, async () => {
+    it(`${name}: fused, chunkwise and quadratic builds all match the reference logits and features within 1e-4, official keys one-to-one`, async () => {
       const { cfg, sd, fx, blob } = loadFixture(name);
       for (const r of fx.runs) {
         const images = blob.subarray(r.images, r.images + 2 * 3 * r.size * r.size);
-        for (const form of [{ chunk: 4 }, { chunk: 16 }, { chunk: 4, plain: true }]) {
+        for (const form of [{ gla: 'fused' }, { gla: 'chunkwise', chunk: 4 }, { gla: 'chunkwise', chunk: 16 }, { gla: 'quadratic' }] as const) {
           for (const output of ['logits', 'features'] as const) {
             const g = buildViG(cfg, Params.fromStateDict(sd), { imageSize: r.size, output, ...form }); // assertComplete: every key used, none missing
             const out = await run(g, images.slice(), r.size, 2);
@@ -147,14 +147,15 @@ describe('ViG forward against a plain PyTorch reference (float64, token-by-token
   });
 });
 
-describe('ViG chunkwise vs quadratic GLA', () => {
-  it('a tiny seeded ViG gives the same logits with both GLA forms (within 1e-4), L not a multiple of the chunk', async () => {
+describe('ViG fused vs chunkwise vs quadratic GLA', () => {
+  it('a tiny seeded ViG gives the same logits with all three GLA forms (within 1e-4), L not a multiple of the chunk', async () => {
     const cfg: ViGConfig = { ...variants['ViG-T'], embedDim: 48, depth: 2, heads: 2, numClasses: 10, posGrid: 6 };
     const size = 112; // 7×7 = 49 tokens, chunk 16 pads to 64
     const images = randomImages(3, 2 * 3 * size * size);
-    const [a, b] = await Promise.all(
-      [false, true].map((plain) => run(buildViG(cfg, Params.seeded(5), { imageSize: size, chunk: 16, plain, output: 'logits' }), images, size, 2)),
+    const [fused, chunkwise, quadratic] = await Promise.all(
+      (['fused', 'chunkwise', 'quadratic'] as const).map((gla) => run(buildViG(cfg, Params.seeded(5), { imageSize: size, chunk: 16, gla, output: 'logits' }), images, size, 2)),
     );
-    expect(relativeError(a, b)).toBeLessThan(1e-4);
+    expect(relativeError(chunkwise, quadratic)).toBeLessThan(1e-4);
+    expect(relativeError(fused, quadratic)).toBeLessThan(1e-4);
   });
 });

@@ -23,9 +23,6 @@ export const CLASSIFIERS: Readonly<Record<string, ClassifierSpec>> = {
 /** Input sides: multiples of the patch stride, from the trained 224 up to 2048. */
 export const CLASSIFY_SIZE = { default: 224, multiple: 16, min: 224, max: 2048 } as const;
 
-/** GLA chunk for the chunkwise form (the tests' and bench's choice). */
-const VIG_CHUNK = 64;
-
 /** ViG's count module by module (vig.py's module tree) at the trained 14×14 grid. */
 function vigParameterCount(cfg: ViGConfig): number {
   const c = cfg.embedDim;
@@ -50,7 +47,7 @@ export function buildClassifier(spec: ClassifierSpec, size: number, p: Params): 
   const g = new Graph(`${spec.variant.toLowerCase()}-${size}`);
   if (spec.family === 'vig') {
     const cfg = vigVariants[spec.variant];
-    const features = buildViGTrunk(g, cfg, p, { imageSize: size, chunk: VIG_CHUNK, output: 'features' });
+    const features = buildViGTrunk(g, cfg, p, { imageSize: size, gla: 'fused', output: 'features' });
     g.output(linear(g, p.scope('head'), features, cfg.numClasses, { init: VIT_LINEAR_INIT }), 'logits');
     g.output(features, 'features');
   } else {

@@ -6,8 +6,12 @@
  *   forward   S_t = diag(α_t) S_{t−1} + k_tᵀ v_t,   o_t = scale · q_t S_t
  *   backward  S_t = diag(α_t) S_{t+1} + k_tᵀ v_t,   o_t = scale · q_t S_t   (both include token t)
  *
- * Three forms of the same function:
- * - `glaChunkwise` (the fused path): tokens in chunks of C. Inside a chunk a masked C×C score matrix with a
+ * Four forms of the same function:
+ * - `glaFused` (the serving path): onnxruntime's own fused kernel, `com.microsoft.LinearAttention` with
+ *   `update_rule: 'gated'` and a per-key-channel log-decay — the recurrence in native code, one node per
+ *   direction, on the packed [B, L, H·d] layout the projections already give (no head transposes). It is
+ *   what ViG's eval branch runs (`bid_fused_recurrent_gla`, a recurrence), at L·dk·dv MACs per head.
+ * - `glaChunkwise` (the chunkwise-parallel graph): tokens in chunks of C. Inside a chunk a masked C×C score matrix with a
  *   per-pair decay exponent; across chunks the dk×dv state is carried forward, unrolled over L/C steps. Cost
  *   is linear in L: L·(C·dk + C·dv + 2·dk·dv) MACs per head.
  * - `glaQuadratic` (the plain twin): o_t = scale Σ_{s≤t} Σ_d q_t[d] k_s[d] e^{C_t[d]−C_s[d]} v_s with C the
@@ -31,8 +35,9 @@
  * reverses the output — what ViG's training branch does with `flip`.
  */
 import type { Graph, Value } from './graph/graph.js';
+import { MS_DOMAIN } from './graph/graph.js';
 import { reshape, slice, transpose } from './graph/nn.js';
-import { ShapeError, assertStatic } from './graph/shapes.js';
+import { ShapeError, assertStatic, registerShapeRule } from './graph/shapes.js';
 import type { Dim } from './graph/tensor.js';
 import { float32, int64, shapeString } from './graph/tensor.js';
 
@@ -175,6 +180,64 @@ export function glaChunkwise(g: Graph, x: GlaInputs, o: ChunkwiseOptions): Value
   const out = chunkwiseForward(g, q, prepare(x.k), prepare(x.v), prepare(x.logAlpha), { ...d, length: padded }, c);
   const trimmed = padded === d.length ? out : slice(g, out, 2, 0, d.length);
   return backward ? reverseSequence(g, trimmed, d.length) : trimmed;
+}
+
+// ---- onnxruntime's fused kernel --------------------------------------------------------------
+
+/**
+ * `com.microsoft.LinearAttention` (onnxruntime ≥ 1.30): query/key/decay [B, T, H·dk], value [B, T, H·dv],
+ * optional past_state [B, H, dk, dv] → output [B, T, H·dv] and present_state [B, H, dk, dv]. Only the
+ * 'gated' rule (GLA) is used here; the op needs both outputs declared.
+ */
+registerShapeRule('LinearAttention', MS_DOMAIN, (ins, attrs) => {
+  const [q, k, v, past, decay, beta] = ins;
+  if (!q || !k || !v || !decay) throw new ShapeError('LinearAttention (gated) needs query, key, value and decay');
+  if (past || beta) throw new ShapeError('LinearAttention: past_state and beta are not used by the gated form here');
+  if (attrs.update_rule !== 'gated') throw new ShapeError(`LinearAttention: only update_rule 'gated' is used, got ${String(attrs.update_rule)}`);
+  const heads = attrs.q_num_heads;
+  if (typeof heads !== 'number' || heads < 1 || attrs.kv_num_heads !== heads) throw new ShapeError('LinearAttention: q_num_heads = kv_num_heads ≥ 1 required');
+  for (const [t, what] of [[q, 'query'], [k, 'key'], [v, 'value'], [decay, 'decay']] as const)
+    if (t.shape.length !== 3) throw new ShapeError(`LinearAttention: ${what} must be [B, T, H·d], got ${shapeString(t.shape)}`);
+  const [hk, hv] = [assertStatic(q.shape.slice(2), 'query')[0], assertStatic(v.shape.slice(2), 'value')[0]];
+  const same = (a: readonly unknown[], b: readonly unknown[]) => a.length === b.length && a.every((x, i) => x === b[i]);
+  if (!same(k.shape, q.shape) || !same(decay.shape, q.shape)) throw new ShapeError(`LinearAttention: key ${shapeString(k.shape)} and decay ${shapeString(decay.shape)} must match query ${shapeString(q.shape)}`);
+  if (v.shape[0] !== q.shape[0] || v.shape[1] !== q.shape[1]) throw new ShapeError(`LinearAttention: value ${shapeString(v.shape)} does not match query ${shapeString(q.shape)}`);
+  if (hk % heads || hv % heads) throw new ShapeError(`LinearAttention: widths ${hk}/${hv} do not split into ${heads} heads`);
+  const t = typeof q.shape[1] === 'number' ? q.shape[1] : 1;
+  const [dk, dv] = [hk / heads, hv / heads];
+  return {
+    outputs: [
+      { dtype: q.dtype, shape: v.shape },
+      { dtype: q.dtype, shape: [q.shape[0], heads, dk, dv] },
+    ],
+    // state update (k ⊗ v) and read-out (q · S) per token and head
+    macs: 2 * t * heads * dk * dv,
+  };
+});
+
+/** Packed per-token inputs for `glaFused`: q, k, logAlpha [B, L, H·dk], v [B, L, H·dv]. */
+export interface GlaPackedInputs extends GlaInputs {
+  readonly heads: number;
+}
+
+/** Reverses axis 1 (the sequence) of a packed [B, L, d] tensor. */
+function reverseTokens(g: Graph, x: Value, length: number): Value {
+  const idx = g.constant(int64(Array.from({ length }, (_, i) => length - 1 - i)), 'reversed');
+  return g.op1('Gather', [x, idx], { axis: 1 });
+}
+
+/**
+ * GLA through onnxruntime's fused LinearAttention kernel on the packed layout; the backward direction
+ * reverses the tokens, runs the same forward recurrence and reverses the output. Returns [B, L, H·dv].
+ */
+export function glaFused(g: Graph, x: GlaPackedInputs, o: GlaOptions = {}): Value {
+  const length = assertStatic(x.q.shape.slice(1, 2), 'gla: tokens')[0];
+  const dk = assertStatic(x.q.shape.slice(2), 'gla: query width')[0] / x.heads;
+  const backward = o.direction === 'backward';
+  const prepare = (t: Value) => (backward ? reverseTokens(g, t, length) : t);
+  const attrs = { update_rule: 'gated', q_num_heads: x.heads, kv_num_heads: x.heads, scale: o.scale ?? dk ** -0.5 };
+  const [out] = g.op('LinearAttention', [prepare(x.q), prepare(x.k), prepare(x.v), null, prepare(x.logAlpha)], attrs, { domain: MS_DOMAIN });
+  return backward ? reverseTokens(g, out, length) : out;
 }
 
 // ---- the plain recurrence ---------------------------------------------------------------------

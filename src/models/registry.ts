@@ -25,7 +25,7 @@ import { buildFsgNet, mapCheckpoint as mapFsgNetCheckpoint, SIZE_MULTIPLE as FSG
 import { buildCareCd, mapCheckpoint as mapCareCheckpoint, type CareVariant } from './care.js';
 
 /** Bump when a builder's output changes, so cached graphs are rebuilt. */
-export const BUILDER_VERSION = 'fovea-builder-1';
+export const BUILDER_VERSION = 'fovea-builder-2';
 
 /** A checkpoint named by the user: its digest keys the cache; its tensors are read only when a graph must be built. */
 interface Weights {

@@ -210,6 +210,23 @@ export interface LinearOptions {
   readonly init?: Init;
 }
 
+/**
+ * One bias-free nn.Linear whose output is used in parts (ViG's qkv_proj → q, k, v; GLAMLP's gate_proj →
+ * gate, y): one MatMul per part on the matching rows of the weight, so no Split copies the joint output.
+ * The checkpoint key stays the one weight [Σ widths, dIn].
+ */
+export function linearParts(g: Graph, p: Params, x: Value, widths: readonly number[], init: Init = VIT_LINEAR_INIT): Value[] {
+  const dIn = assertStatic(x.shape.slice(-1), 'Linear input')[0];
+  const dOut = widths.reduce((a, b) => a + b, 0);
+  const weight = p.param('weight', [dOut, dIn], init);
+  let row = 0;
+  return widths.map((w, i) => {
+    const part = weight.subarray(row * dIn, (row + w) * dIn);
+    row += w;
+    return g.op1('MatMul', [x, g.initializer(`${p.prefix}.weight.${i}`, float32([dIn, w], transposed(part, w, dIn)))]);
+  });
+}
+
 /** nn.Linear(dIn → dOut) on the last dim of x, optionally followed by exact GELU (heads and adapters-free layers). */
 export function linear(g: Graph, p: Params, x: Value, dOut: number, o: LinearOptions = {}): Value {
   const dIn = assertStatic(x.shape.slice(-1), 'Linear input')[0];
