@@ -26,6 +26,8 @@ import { stitch, tileGrid } from '../src/pipeline/tiles.js';
 import { buildApp } from '../src/stream/app.js';
 import { pngHeaderOnly } from './support/images.js';
 import { preloadAndListen } from './support/server.js';
+import { connect, type StreamClient } from '../src/client/index.js';
+import { expectOneAnswerPerFrameInOrder, readAnswers, until, type FrameAnswer } from './stream-helpers.js';
 
 const LEVIR = fileURLToPath(new URL('../../shared/fixtures/change-levir/', import.meta.url));
 
@@ -340,6 +342,128 @@ describe('POST /v1/change: hostile and edge cases', () => {
   it('the OpenAPI document has /v1/change', async () => {
     const doc = (await (await fetch(`${base}/docs`)).json()) as { paths: Record<string, unknown> };
     expect(doc.paths['/v1/change']).toBeDefined();
+  });
+});
+
+describe('the change task on /v1/stream', () => {
+  type Answer = FrameAnswer;
+  const streamUrl = () => base.replace('http', 'ws') + '/v1/stream';
+  const allStreamsClosed = () => until(() => app.streams.size === 0, 'every stream to close');
+
+  async function startChange(params: Record<string, unknown> = {}, model = 'fsgnet'): Promise<StreamClient> {
+    const client = await connect(streamUrl());
+    const ready = await client.start('change', model, params);
+    expect(ready.model).toEqual({ id: model, trained: false, input: [256, 256] });
+    return client;
+  }
+
+  async function answer(client: StreamClient, frameId: number, send: (id: number) => void): Promise<Answer> {
+    send(frameId);
+    const { answers, other } = await readAnswers(client, 1);
+    expect(other).toEqual([]);
+    expect(answers[0].frameId).toBe(frameId);
+    return answers[0];
+  }
+  const encoded = (client: StreamClient, bytes: Uint8Array, reference?: boolean) => (id: number) => client.sendEncoded(id, bytes, reference === undefined ? {} : { reference });
+
+  function streamResult(a: Answer): Record<string, unknown> {
+    if (a.type !== 'result') throw new Error(`expected a result, got ${JSON.stringify(a)}`);
+    return a.result as unknown as Record<string, unknown>;
+  }
+
+  /** The REST answer for the same pair, less model, timings: what a stream frame's result must equal. */
+  async function restResult(before: Uint8Array, after: Uint8Array, query = ''): Promise<Record<string, unknown>> {
+    const { model: _m, timings: _t, ...rest } = await ok(await change({ before, after }, query));
+    return { reference: false, ...rest };
+  }
+
+  it('frames before a reference are bad_frame; the reference answers its size; later frames get exactly the REST answers against it', async () => {
+    const client = await startChange({ mask: 'rle', minArea: 4 });
+    const [p0, p1, p2] = [pairs.get(names[0])!, pairs.get(names[1])!, pairs.get(names[2])!];
+    expect(await answer(client, 0, encoded(client, p0.b))).toMatchObject({ type: 'error', frameId: 0, code: 'bad_frame', message: expect.stringMatching(/reference first/) });
+    expect(streamResult(await answer(client, 1, encoded(client, p0.a, true)))).toEqual({ reference: true, width: 256, height: 256 });
+    for (const [i, frame] of [p0.b, p1.b, p2.a, p0.a].entries()) {
+      const got = streamResult(await answer(client, 2 + i, encoded(client, frame)));
+      expect(got, `frame ${2 + i}`).toEqual(await restResult(p0.a, frame, '?mask=rle&minArea=4'));
+    }
+    // A new reference replaces the old one.
+    streamResult(await answer(client, 6, encoded(client, p1.a, true)));
+    expect(streamResult(await answer(client, 7, encoded(client, p1.b)))).toEqual(await restResult(p1.a, p1.b, '?mask=rle&minArea=4'));
+    await client.close();
+    await allStreamsClosed();
+  });
+
+  it('a raw rgb24 reference works like its encoded image; a frame of another size is bad_frame unless resize: true', async () => {
+    const p = pairs.get(names[3])!;
+    const raw = await sharp(p.a).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    const client = await startChange({ mask: 'none' });
+    expect(streamResult(await answer(client, 0, (id) => client.sendRaw(id, raw.data, raw.info.width, raw.info.height, { reference: true })))).toEqual({ reference: true, width: 256, height: 256 });
+    expect(streamResult(await answer(client, 1, encoded(client, p.b)))).toEqual(await restResult(p.a, p.b, '?mask=none'));
+    const small = await sharp(p.b).resize(200, 180).png().toBuffer();
+    expect(await answer(client, 2, encoded(client, small))).toMatchObject({ type: 'error', code: 'bad_frame', message: expect.stringMatching(/200×180/) });
+    expect(streamResult(await answer(client, 3, encoded(client, p.b)))).toMatchObject({ reference: false, width: 256 });
+    await client.close();
+    const resizing = await startChange({ mask: 'none', resize: true });
+    streamResult(await answer(resizing, 0, encoded(resizing, p.a, true)));
+    expect(streamResult(await answer(resizing, 1, encoded(resizing, small)))).toEqual(await restResult(p.a, small, '?mask=none&resize=true'));
+    await resizing.close();
+    await allStreamsClosed();
+  });
+
+  it('a broken reference is bad_frame and keeps the reference before it; reset forgets the reference', async () => {
+    const p = pairs.get(names[4])!;
+    const client = await startChange({ mask: 'none' });
+    streamResult(await answer(client, 0, encoded(client, p.a, true)));
+    const truncated = p.b.subarray(0, Math.floor(p.b.length / 2));
+    expect(await answer(client, 1, encoded(client, truncated, true))).toMatchObject({ type: 'error', code: 'bad_frame' });
+    expect(await answer(client, 2, encoded(client, Buffer.from('not an image'), true))).toMatchObject({ type: 'error', code: 'bad_frame' });
+    expect(await answer(client, 3, (id) => client.sendRaw(id, new Uint8Array(10), 4, 4, { reference: true }))).toMatchObject({ type: 'error', code: 'bad_frame' });
+    expect(await answer(client, 4, (id) => client.sendEncoded(id, p.a, { reference: 'yes' as unknown as boolean }))).toMatchObject({ type: 'error', code: 'bad_frame', message: expect.stringMatching(/reference must be true or false/) });
+    expect(streamResult(await answer(client, 5, encoded(client, p.b)))).toEqual(await restResult(p.a, p.b, '?mask=none'));
+    client.reset();
+    expect(await answer(client, 6, encoded(client, p.b))).toMatchObject({ type: 'error', code: 'bad_frame', message: expect.stringMatching(/reference first/) });
+    expect(streamResult(await answer(client, 7, encoded(client, p.b, true)))).toEqual({ reference: true, width: 256, height: 256 });
+    await client.close();
+    await allStreamsClosed();
+  });
+
+  it('a burst of frames gets one answer per frame, in order', async () => {
+    const client = await startChange({ mask: 'none' });
+    const sent: number[] = [];
+    client.sendEncoded(0, pairs.get(names[0])!.a, { reference: true });
+    sent.push(0);
+    for (let i = 1; i <= 10; i++) {
+      client.sendEncoded(i, pairs.get(names[i % names.length])!.b);
+      sent.push(i);
+    }
+    const { answers, other } = await readAnswers(client, sent.length, 60_000);
+    expect(other).toEqual([]);
+    expectOneAnswerPerFrameInOrder(sent, answers);
+    expect(answers[0].type).toBe('result');
+    expect(answers.at(-1)!.type).toBe('result');
+    for (const a of answers.slice(1)) if (a.type !== 'result') expect(a).toMatchObject({ type: 'dropped', reason: 'superseded' });
+    await client.close();
+    await allStreamsClosed();
+  });
+
+  it('start refuses unknown params, bad values and models of another task: an error, then close 1008', async () => {
+    async function refused(model: string | undefined, params: Record<string, unknown>): Promise<{ code: string; close: number }> {
+      const client = await connect(streamUrl());
+      const code = await client.start('change', model, params).then(
+        () => 'none',
+        (e: { code: string }) => e.code,
+      );
+      return { code, close: (await client.closed).code };
+    }
+    expect(await refused('fsgnet', { size: 256 })).toEqual({ code: 'invalid_value', close: 1008 });
+    expect(await refused('fsgnet', { mask: 'jpeg' })).toEqual({ code: 'invalid_value', close: 1008 });
+    expect(await refused('fsgnet', { overlap: 256 })).toEqual({ code: 'invalid_value', close: 1008 });
+    expect(await refused('fsgnet', { tile: 100 })).toEqual({ code: 'invalid_value', close: 1008 });
+    expect(await refused('fsgnet', { tile: '256' })).toEqual({ code: 'invalid_value', close: 1008 });
+    expect(await refused('fsgnet', { resize: 'yes' })).toEqual({ code: 'invalid_value', close: 1008 });
+    expect(await refused('leyolo-nano', {})).toEqual({ code: 'wrong_task', close: 1008 });
+    expect(await refused('nope', {})).toEqual({ code: 'unknown_model', close: 1008 });
+    await allStreamsClosed();
   });
 });
 

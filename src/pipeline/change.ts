@@ -68,7 +68,7 @@ export class ChangeService {
   }
 
   /** The request's options, checked: 422 naming the first bad one. */
-  private options(req: ChangeRequest, tile: number): { overlap: number; minArea: number; mask: ChangeMaskEncoding; resize: boolean } {
+  options(req: ChangeRequest, tile: number): { overlap: number; minArea: number; mask: ChangeMaskEncoding; resize: boolean } {
     const overlap = req.overlap ?? DEFAULT_OVERLAP;
     if (!(Number.isInteger(overlap) && overlap >= 0 && overlap < tile)) throw invalidValue(`overlap must be an integer in [0, ${tile}) for tile ${tile}, got ${req.overlap}`);
     const minArea = req.minArea ?? DEFAULT_MIN_AREA;

@@ -6,6 +6,7 @@
 import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
 import type { StreamConfig } from '../../config.js';
+import { changeTask } from './change-task.js';
 import { detectTask } from './detect-task.js';
 import { CLOSE } from './protocol.js';
 import { StreamSession, type SessionStats } from './session.js';
@@ -16,6 +17,7 @@ export { CLOSE, STREAM_TASKS } from './protocol.js';
 export type { StreamLimits } from './session.js';
 export type { TaskHandler, TaskStream } from './tasks.js';
 export type { TrackStreamResult } from './track-task.js';
+export type { ChangeStreamResult } from './change-task.js';
 
 /** The open streams of one server (for the limit, shutdown and stats). */
 export class StreamHub {
@@ -45,7 +47,7 @@ declare module 'fastify' {
 }
 
 export function streamTasks(services: TaskServices): TaskTable {
-  const handlers: TaskHandler[] = [detectTask(services), trackTask(services)];
+  const handlers: TaskHandler[] = [detectTask(services), trackTask(services), changeTask(services)];
   return new Map(handlers.map((h) => [h.task, h]));
 }
 

@@ -5,6 +5,7 @@
  * new task (`track`, `change`, `classify`, `fewshot-detect`) is one handler added to the table.
  */
 import type { ModelRegistry } from '../../models/registry.js';
+import type { ChangeService } from '../../pipeline/change.js';
 import type { DetectService } from '../../pipeline/detect.js';
 import type { ImageInput } from '../../pipeline/messages.js';
 import type { TrackService } from '../../pipeline/track.js';
@@ -45,6 +46,7 @@ export interface TaskServices {
   readonly registry: ModelRegistry;
   readonly detector: DetectService;
   readonly tracker: TrackService;
+  readonly changer: ChangeService;
 }
 
 export type TaskTable = ReadonlyMap<StreamTask, TaskHandler>;
