@@ -52,7 +52,7 @@ let base: string;
 
 beforeAll(async () => {
   for (const name of ['cat.jpg', 'bus.jpg', 'zidane.jpg']) images[name] = await readFile(fixtureUrl(name));
-  app = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, preload: ['vig-t', 'deit-t'] });
+  app = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, preload: ['vig-t', 'care-s0', 'deit-t'] });
   const address = await preloadAndListen(app);
   base = `http://127.0.0.1:${address.port}`;
 });
@@ -97,7 +97,7 @@ describe('DeiT on the shared ViT trunk', () => {
 });
 
 describe('POST /v1/classify', () => {
-  for (const model of ['vig-t', 'deit-t']) {
+  for (const model of ['vig-t', 'care-s0', 'deit-t']) {
     it(`${model} on cat.jpg: top-5 ImageNet classes, softmax scores in descending order, trained false`, async () => {
       const body = await ok<ClassifyBody>(await post(`/v1/classify?model=${model}&topK=5`, images['cat.jpg']));
       expect(Object.keys(body).sort()).toEqual(['classes', 'image', 'model', 'timings']);
@@ -133,7 +133,7 @@ describe('POST /v1/classify', () => {
   });
 
   it("the server's logits equal a direct ORT run of the same graph on the kernel's tensor, and its scores their softmax", async () => {
-    for (const model of ['vig-t', 'deit-t']) {
+    for (const model of ['vig-t', 'care-s0', 'deit-t']) {
       const built = await app.classifier.spec(model, 224);
       const served = await app.pool.classify(specOf(built), { kind: 'encoded', bytes: images['cat.jpg'] }, 'logits');
       const img = await decodeImage(images['cat.jpg'], { maxPixels: 1e8 });
@@ -156,13 +156,14 @@ describe('POST /v1/classify', () => {
 });
 
 describe('POST /v1/embed', () => {
-  for (const model of ['vig-t', 'deit-t']) {
-    it(`${model}: a 192-float pooled embedding`, async () => {
+  // ViG-T and DeiT-T pool 192 channels; CARE-S0's heads read a 1024-d vector (`cls_dim`).
+  for (const [model, dim] of [['vig-t', 192], ['care-s0', 1024], ['deit-t', 192]] as const) {
+    it(`${model}: a ${dim}-float pooled embedding`, async () => {
       const body = await ok<EmbedBody>(await post(`/v1/embed?model=${model}`, images['cat.jpg']));
       expect(Object.keys(body).sort()).toEqual(['dim', 'embedding', 'image', 'model', 'timings']);
       expect(body.model).toEqual({ id: model, trained: false, input: [224, 224] });
-      expect(body.dim).toBe(192);
-      expect(body.embedding.length).toBe(192);
+      expect(body.dim).toBe(dim);
+      expect(body.embedding.length).toBe(dim);
       for (const v of body.embedding) {
         expect(Number.isFinite(v)).toBe(true);
         expect(Math.fround(v)).toBe(v);
@@ -191,6 +192,12 @@ describe('classify and embed errors', () => {
     });
   }
 
+  it('care-s0 takes sides that are multiples of its stride 32: 256 runs, 240 (a multiple of 16) is 422', async () => {
+    const body = await ok<ClassifyBody>(await post('/v1/classify?model=care-s0&size=256&topK=1', images['cat.jpg']));
+    expect(body.model).toEqual({ id: 'care-s0', trained: false, input: [256, 256] });
+    await error(await post('/v1/classify?model=care-s0&size=240', images['cat.jpg']), 422, 'invalid_value');
+  });
+
   it('a classify model on /v1/detect is the wrong task; topK out of range is 422', async () => {
     await error(await post('/v1/detect?model=vig-t', images['cat.jpg']), 422, 'wrong_task');
     await error(await post('/v1/classify?topK=0', images['cat.jpg']), 422, 'invalid_value');
@@ -198,9 +205,10 @@ describe('classify and embed errors', () => {
 });
 
 describe('catalogue and docs', () => {
-  it('GET /v1/models lists vig-t/s/b and deit-t/s as untrained classify models at 224', async () => {
+  it('GET /v1/models lists vig-t/s/b, care-s0/s1/s2 and deit-t/s as untrained classify models at 224', async () => {
     const { models } = await ok<{ models: { id: string; task: string; family: string; params: number; trained: boolean; input: number[] }[] }>(await fetch(`${base}/v1/models`));
-    const want = { 'vig-t': 5_834_536, 'vig-s': 22_615_144, 'vig-b': 89_022_184, 'deit-t': 5_717_416, 'deit-s': 22_050_664 };
+    // CARE's counts are checked module by module against a hand count in care.test.ts.
+    const want = { 'vig-t': 5_834_536, 'vig-s': 22_615_144, 'vig-b': 89_022_184, 'care-s0': 7_340_000, 'care-s1': 9_602_424, 'care-s2': 19_481_288, 'deit-t': 5_717_416, 'deit-s': 22_050_664 };
     for (const [id, params] of Object.entries(want))
       expect(models.find((m) => m.id === id), id).toMatchObject({ task: 'classify', family: id.split('-')[0], params, trained: false, input: [224, 224] });
   });

@@ -19,7 +19,7 @@ import { COCO80 } from '../heads/detect/labels.js';
 import { SIZE_MULTIPLE, buildLeYolo, variants as leyoloVariants, type LeYoloVariant } from './leyolo.js';
 import { buildLoRAT, featureSizes, loadLoRATWeights, loraFeeds, loraInputShapes, parameterCount as loratParameterCount, variants as loratVariants, type LoRATVariant, type LoRATWeights } from './lorat.js';
 import type { AdapterFeed, ChangeModelSpec, ClassifyModelSpec, TrackModelSpec } from '../pipeline/messages.js';
-import { CLASSIFIERS, CLASSIFY_SIZE, buildClassifier, classifierInfo } from './classifiers.js';
+import { CLASSIFIERS, CLASSIFY_SIZE, buildClassifier, classifierInfo, mapClassifierCheckpoint, sizeMultiple } from './classifiers.js';
 import { IMAGENET1K } from '../heads/classify/index.js';
 import { buildFsgNet, mapCheckpoint as mapFsgNetCheckpoint, SIZE_MULTIPLE as FSGNET_MULTIPLE, type FsgNetVariant } from './fsgnet.js';
 import { buildCareCd, mapCheckpoint as mapCareCheckpoint, type CareVariant } from './care.js';
@@ -258,7 +258,8 @@ export class ModelRegistry {
       return side;
     }
     if (CLASSIFIERS[id]) {
-      const { default: d, multiple: m, min, max } = CLASSIFY_SIZE;
+      const { default: d, min, max } = CLASSIFY_SIZE;
+      const m = sizeMultiple(CLASSIFIERS[id]);
       const s = size ?? d;
       if (!Number.isInteger(s) || s % m !== 0 || s < min || s > max) throw invalidValue(`size must be a multiple of ${m} between ${min} and ${max}, got ${size}`);
       return s;
@@ -350,7 +351,7 @@ export class ModelRegistry {
     const key = cacheKey([BUILDER_VERSION, info.id, s, weightsTag(w)]);
     const path = join(this.cacheDir, `${info.id}-${s}-${key}.onnx`);
     if (!existsSync(path)) {
-      const params = w ? Params.fromStateDict(await (w.stateDict ??= readStateDict(w.path))) : Params.seeded(0);
+      const params = w ? Params.fromStateDict(mapClassifierCheckpoint(spec, await (w.stateDict ??= readStateDict(w.path)))) : Params.seeded(0);
       const g = buildClassifier(spec, s, params);
       saveAtomically(g.toModel({ model: info.id, size: String(s), trained: String(info.trained) }), path);
     }
