@@ -1,6 +1,7 @@
 /** `fovea bench <capability> [options]`: one benchmark per capability, results in bench/results/. */
 import { parseArgs } from 'node:util';
 import { runAdaptersBench } from './adapters.js';
+import { runChangeBench } from './change.js';
 import { defaultImage, defaultWeights, runDetectBench } from './detect.js';
 import { runImportBench } from './import.js';
 import { runStreamBench } from './stream.js';
@@ -27,7 +28,7 @@ async function detect(args: string[]): Promise<void> {
   );
 }
 
-const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench, stream: runStreamBench, track: runTrackBench, vig: runVigBench };
+const BENCHES: Record<string, (args: string[]) => Promise<void>> = { detect, adapters: runAdaptersBench, import: runImportBench, stream: runStreamBench, track: runTrackBench, vig: runVigBench, change: runChangeBench };
 
 export async function runBench(args: string[]): Promise<void> {
   const named = args.length > 0 && !args[0].startsWith('-');

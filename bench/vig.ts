@@ -19,13 +19,11 @@
  * ORT's arena statistics are not exposed by onnxruntime-node (no allocator/arena API in the JS binding), so the
  * arena is only seen through RSS.
  */
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Worker } from 'node:worker_threads';
 import * as ort from 'onnxruntime-node';
 import type { Graph } from '../src/models/graph/graph.js';
 import { Params } from '../src/models/graph/params.js';
@@ -33,6 +31,7 @@ import { saveModel } from '../src/models/graph/serialize.js';
 import { buildViG, variants as vigVariants, type GlaKernel } from '../src/models/vig.js';
 import { buildViT, type ViTConfig } from '../src/models/vit.js';
 import { sessionOptions } from '../src/pipeline/session-options.js';
+import { resetHighWaterMark, spawnChild, startSampler, vmKiB } from './memory.js';
 import { describeMachine, machine, projectRoot, round, summarize, writeResults, type Summary } from './stats.js';
 
 /** timm `deit_tiny_patch16_224`: ViT-Ti/16, qkv fused with bias, LN eps 1e-6, no LayerScale, a class token. */
@@ -108,35 +107,6 @@ const mib = (kib: number) => round(kib / 1024, 1);
 // ---------------------------------------------------------------------------------------------
 // Child: one configuration in a fresh process.
 
-function vmKiB(field: 'VmRSS' | 'VmHWM'): number {
-  const m = new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(readFileSync('/proc/self/status', 'utf8'));
-  return m ? Number(m[1]) : NaN;
-}
-
-/** A worker thread that samples VmRSS every `everyMs` and keeps the maximum (KiB) and a sample count in shared memory. */
-function startSampler(everyMs = 2): { stop: () => Promise<{ maxKiB: number; samples: number }> } {
-  const shared = new Int32Array(new SharedArrayBuffer(12));
-  const code = `
-    const { workerData } = require('node:worker_threads');
-    const { readFileSync } = require('node:fs');
-    const s = new Int32Array(workerData.buf);
-    const tick = () => {
-      const m = /^VmRSS:\\s+(\\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'));
-      if (m && Number(m[1]) > Atomics.load(s, 0)) Atomics.store(s, 0, Number(m[1]));
-      Atomics.add(s, 1, 1);
-      if (Atomics.load(s, 2) === 0) setTimeout(tick, workerData.everyMs);
-    };
-    tick();`;
-  const w = new Worker(code, { eval: true, workerData: { buf: shared.buffer, everyMs } });
-  return {
-    stop: async () => {
-      Atomics.store(shared, 2, 1);
-      await w.terminate();
-      return { maxKiB: Atomics.load(shared, 0), samples: Atomics.load(shared, 1) };
-    },
-  };
-}
-
 function buildGraph(j: Job): Graph {
   // A chunk means the chunkwise graph; none, the fused kernel.
   if (j.model === 'ViG-T') return buildViG(vigVariants['ViG-T'], Params.seeded(0), { imageSize: j.size, gla: j.chunk ? 'chunkwise' : MAIN_GLA, chunk: j.chunk, output: 'features' });
@@ -168,13 +138,7 @@ async function runChild(j: Job): Promise<ChildResult> {
   // Baseline: the loaded session, before any run has grown the arena.
   await new Promise((r) => setTimeout(r, 50));
   const baseline = vmKiB('VmRSS');
-  let hwmReset = false;
-  try {
-    writeFileSync('/proc/self/clear_refs', '5');
-    hwmReset = true;
-  } catch {
-    hwmReset = false;
-  }
+  const hwmReset = resetHighWaterMark();
   const sampler = startSampler(2);
   const loadStart = loadavg()[0];
   const warmupMs: number[] = [];
@@ -245,26 +209,7 @@ async function runChild(j: Job): Promise<ChildResult> {
 
 const THIS_FILE = fileURLToPath(import.meta.url);
 
-function spawnChild(j: Job, timeoutMs: number): Promise<ChildResult> {
-  // From source (tsx) the child needs the loader; from dist/ plain node will do.
-  const loader = THIS_FILE.endsWith('.ts') ? ['--import', 'tsx'] : [];
-  const args = [...loader, THIS_FILE, '--child', JSON.stringify(j)];
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, args, { cwd: projectRoot(), stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    let err = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code, signal) => {
-      clearTimeout(timer);
-      const line = out.trim().split('\n').at(-1) ?? '';
-      if (code === 0 && line.startsWith('{')) resolve(JSON.parse(line) as ChildResult);
-      else reject(new Error(`child ${j.model}@${j.size} exited ${code ?? signal}${signal === 'SIGKILL' ? ` (killed after ${timeoutMs / 1000} s)` : ''}: ${err.trim().split('\n').slice(-3).join(' | ')}`));
-    });
-  });
-}
+const spawnJob = (j: Job, timeoutMs: number) => spawnChild<ChildResult>(THIS_FILE, j, timeoutMs, `${j.model}@${j.size}`);
 
 /** DeiT-T MACs per image (batch 1): 12·N·C² in the Linears plus 2·N²·C in QKᵀ and AV, per block. */
 const deitMacs = (n: number) => DEIT_T.depth * (12 * n * DEIT_T.width ** 2 + 2 * n * n * DEIT_T.width);
@@ -315,7 +260,7 @@ export async function benchVig(o: VigBenchOptions): Promise<VigResults> {
     if (left() < 10_000) return { ...row, skipped: `the bench's ${TOTAL_BUDGET_MS / 60_000}-minute budget was spent` };
     log(`bench vig: ${model} @ ${size}${chunk ? ` chunk ${chunk}` : ''} (${plan.warmup} warm-up + ${plan.runs} runs)`);
     try {
-      const result = await spawnChild({ model, size, chunk, threads: o.threads, ...plan }, Math.max(30_000, left()));
+      const result = await spawnJob({ model, size, chunk, threads: o.threads, ...plan }, Math.max(30_000, left()));
       log(`  median ${result.latency.median.toFixed(1)} ms, p95 ${result.latency.p95.toFixed(1)} ms, RSS +${result.memory.deltaMiB} MiB (build ${result.buildMs} ms, session ${result.sessionMs} ms)`);
       return { ...row, result };
     } catch (e) {

@@ -25,7 +25,7 @@ const USAGE = `usage:
   fovea eval change [--model fsgnet] [--weights PATH] [--data ../shared/fixtures/change-levir] [--tile 256] [--overlap 32] [--ep cpu|cuda]
   fovea models [--json]
   fovea build MODEL [--size 640] [--weights PATH]
-  fovea bench detect|stream|import|adapters [options]`;
+  fovea bench detect|stream|import|adapters|track|vig|change [options]`;
 
 class UsageError extends Error {}
 

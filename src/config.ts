@@ -12,6 +12,11 @@ export interface ServerConfig {
   maxDelayMs: number;
   /** Largest request body in bytes (raw image or multipart file). */
   bodyLimit: number;
+  /**
+   * Largest file of a `POST /v1/change` pair in bytes: scenes are large (a 4096² aerial PNG is 30–40 MB);
+   * `maxPixels` still bounds what decoding may allocate.
+   */
+  changeFileLimit: number;
   /** Largest image in pixels (width × height), checked from the header before decoding. */
   maxPixels: number;
   /** Checkpoint files per model id (`--weights MODEL=PATH`). */
@@ -96,6 +101,7 @@ export function defaultConfig(env: NodeJS.ProcessEnv = process.env): ServerConfi
     maxBatch: 8,
     maxDelayMs: 1,
     bodyLimit: 20 * 1024 * 1024,
+    changeFileLimit: 128 * 1024 * 1024,
     maxPixels: 40_000_000,
     weights: {},
     adapters: {},

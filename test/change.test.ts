@@ -6,6 +6,7 @@
  * its regions) and that the CLI's metrics are exactly a recomputation from the endpoint's masks.
  */
 import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { mkdtemp, readFile, readdir, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -178,6 +179,34 @@ describe('POST /v1/change with fsgnet on the LEVIR-CD pairs', () => {
     expect(r.tiles).toBe(tileGrid(1024, 1024, 256, 32).length);
     checkConsistent(r, await pngMask(r.mask as string, 1024, 1024));
   });
+
+  it('a 4096×4096 pair of PNGs over 30 MB each answers at full size, the whole process growing by less than 1.5 GiB', async () => {
+    const compose = (key: 'a' | 'b') =>
+      sharp({ create: { width: 4096, height: 4096, channels: 3, background: { r: 0, g: 0, b: 0 } }, limitInputPixels: false })
+        .composite(Array.from({ length: 256 }, (_, i) => ({ input: pairs.get(names[i % names.length])![key], left: (i % 16) * 256, top: Math.floor(i / 16) * 256 })))
+        .png()
+        .toBuffer();
+    const [before, after] = await Promise.all([compose('a'), compose('b')]);
+    // Larger than a single image upload may be (bodyLimit): the change route's own per-file limit applies.
+    expect(Math.min(before.length, after.length)).toBeGreaterThan(defaultConfig().bodyLimit);
+    const rssKiB = () => Number(/^VmRSS:\s+(\d+) kB/m.exec(readFileSync('/proc/self/status', 'utf8'))![1]);
+    const start = rssKiB();
+    let peak = start;
+    const sampler = setInterval(() => (peak = Math.max(peak, rssKiB())), 10);
+    let r: ChangeBody;
+    try {
+      r = await ok(await change({ before, after }, '?model=care-cd&mask=rle'));
+    } finally {
+      clearInterval(sampler);
+    }
+    expect([r.width, r.height]).toEqual([4096, 4096]);
+    expect(r.tiles).toBe(tileGrid(4096, 4096, 256, 32).length);
+    checkConsistent(r, rleToMask(r.mask as Rle));
+    // Measured ~750 MiB here: the uploads as received and as copied to the worker (2 × 2 × 35 MB), two decoded
+    // scenes (2 × 48 MiB), the blended logits, the mask and opencv's label image; tiles run one batch at a time,
+    // never the whole scene (361 tiles as one batch would need several GiB for the inputs and activations).
+    expect((peak - start) / 1024, 'RSS growth during the request, MiB').toBeLessThan(1536);
+  }, 240_000);
 
   it('care-cd answers too', async () => {
     const p = pairs.get(names[1])!;

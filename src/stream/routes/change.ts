@@ -66,11 +66,11 @@ async function requireMultipart(req: FastifyRequest): Promise<void> {
   if (type !== 'multipart/form-data') throw unsupportedMedia(`content type '${type || 'none'}' is not accepted; send multipart/form-data with the files 'before' and 'after'`);
 }
 
-/** The first file part named `before` and the first named `after`; other parts are drained. */
-async function pairBytes(req: FastifyRequest): Promise<{ before?: Buffer; after?: Buffer }> {
+/** The first file part named `before` and the first named `after`, each at most `fileSize` bytes; other parts are drained. */
+async function pairBytes(req: FastifyRequest, fileSize: number): Promise<{ before?: Buffer; after?: Buffer }> {
   const out: { before?: Buffer; after?: Buffer } = {};
   try {
-    for await (const part of req.parts()) {
+    for await (const part of req.parts({ limits: { fileSize } })) {
       if (part.type === 'file' && (part.fieldname === 'before' || part.fieldname === 'after') && !out[part.fieldname]) out[part.fieldname] = await part.toBuffer();
       else if (part.type === 'file') part.file.resume();
     }
@@ -82,7 +82,7 @@ async function pairBytes(req: FastifyRequest): Promise<{ before?: Buffer; after?
 
 export async function changeRoutes(app: FastifyInstance): Promise<void> {
   app.post('/change', { onRequest: requireMultipart, schema: { querystring: querySchema, response: { 200: responseSchema, '4xx': errorSchema } } }, async (req) => {
-    const { before, after } = await pairBytes(req);
+    const { before, after } = await pairBytes(req, app.config.changeFileLimit);
     return app.changer.change(before, after, req.query as ChangeRequest);
   });
 }
