@@ -21,6 +21,8 @@ import { classifyGeometry, classifyInto } from '../src/pipeline/classify-preproc
 import { decodeImage } from '../src/pipeline/decode.js';
 import { buildApp } from '../src/stream/app.js';
 import { preloadAndListen } from './support/server.js';
+import sharp from 'sharp';
+import { connect } from '../src/client/index.js';
 
 const fixtureUrl = (name: string): URL => new URL(`../../shared/fixtures/images/${name}`, import.meta.url);
 const images: Record<string, Buffer> = {};
@@ -201,6 +203,46 @@ describe('classify and embed errors', () => {
   it('a classify model on /v1/detect is the wrong task; topK out of range is 422', async () => {
     await error(await post('/v1/detect?model=vig-t', images['cat.jpg']), 422, 'wrong_task');
     await error(await post('/v1/classify?topK=0', images['cat.jpg']), 422, 'invalid_value');
+  });
+});
+
+describe('the classify task on /v1/stream', () => {
+  const streamUrl = () => base.replace('http', 'ws') + '/v1/stream';
+
+  it('every frame gets the REST answer for it (less model and timings), encoded or raw', async () => {
+    const client = await connect(streamUrl());
+    const ready = await client.start('classify', 'care-s0', { topK: 3 });
+    expect(ready.model).toEqual({ id: 'care-s0', trained: false, input: [224, 224] });
+    const raw = await sharp(images['zidane.jpg']).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+    client.sendEncoded(0, images['cat.jpg']);
+    const first = await client.next();
+    client.sendRaw(1, raw.data, raw.info.width, raw.info.height);
+    const second = await client.next();
+    for (const [m, bytes, id] of [[first, images['cat.jpg'], 0], [second, images['zidane.jpg'], 1]] as const) {
+      expect(m).toMatchObject({ type: 'result', frameId: id });
+      const { model: _m, timings: _t, ...rest } = await ok<ClassifyBody>(await post('/v1/classify?model=care-s0&topK=3', bytes));
+      expect((m as { result: unknown }).result).toEqual(rest);
+    }
+    await client.close();
+  });
+
+  it('start checks params as the REST query is checked: an error, then close 1008', async () => {
+    for (const [model, params, code] of [
+      ['vig-t', { topK: 0 }, 'invalid_value'],
+      ['vig-t', { size: 225 }, 'invalid_value'],
+      ['vig-t', { conf: 0.5 }, 'invalid_value'],
+      ['vig-t', { size: '224' }, 'invalid_value'],
+      ['fsgnet', {}, 'wrong_task'],
+      ['nope', {}, 'unknown_model'],
+    ] as const) {
+      const client = await connect(streamUrl());
+      const got = await client.start('classify', model, params).then(
+        () => 'none',
+        (e: { code: string }) => e.code,
+      );
+      expect(got, JSON.stringify(params)).toBe(code);
+      expect((await client.closed).code).toBe(1008);
+    }
   });
 });
 

@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import type { WebSocket } from 'ws';
 import type { StreamConfig } from '../../config.js';
 import { changeTask } from './change-task.js';
+import { classifyTask } from './classify-task.js';
 import { detectTask } from './detect-task.js';
 import { CLOSE } from './protocol.js';
 import { StreamSession, type SessionStats } from './session.js';
@@ -18,6 +19,7 @@ export type { StreamLimits } from './session.js';
 export type { TaskHandler, TaskStream } from './tasks.js';
 export type { TrackStreamResult } from './track-task.js';
 export type { ChangeStreamResult } from './change-task.js';
+export type { ClassifyStreamResult } from './classify-task.js';
 
 /** The open streams of one server (for the limit, shutdown and stats). */
 export class StreamHub {
@@ -47,7 +49,7 @@ declare module 'fastify' {
 }
 
 export function streamTasks(services: TaskServices): TaskTable {
-  const handlers: TaskHandler[] = [detectTask(services), trackTask(services), changeTask(services)];
+  const handlers: TaskHandler[] = [detectTask(services), trackTask(services), changeTask(services), classifyTask(services)];
   return new Map(handlers.map((h) => [h.task, h]));
 }
 

@@ -6,6 +6,7 @@
  */
 import type { ModelRegistry } from '../../models/registry.js';
 import type { ChangeService } from '../../pipeline/change.js';
+import type { ClassifyService } from '../../pipeline/classify.js';
 import type { DetectService } from '../../pipeline/detect.js';
 import type { ImageInput } from '../../pipeline/messages.js';
 import type { TrackService } from '../../pipeline/track.js';
@@ -47,6 +48,7 @@ export interface TaskServices {
   readonly detector: DetectService;
   readonly tracker: TrackService;
   readonly changer: ChangeService;
+  readonly classifier: ClassifyService;
 }
 
 export type TaskTable = ReadonlyMap<StreamTask, TaskHandler>;

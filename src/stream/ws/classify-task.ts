@@ -1,0 +1,61 @@
+/**
+ * `classify` on a stream: every frame gets what `POST /v1/classify` answers for it, less model and timings —
+ * `{"image", "classes": [{"classId", "label", "score"}, ...]}`. Params: the REST query's, `{model?, size?,
+ * topK?}`, checked at start by the same functions (so the same codes and messages). Frames of one stream may
+ * be batched with other streams' frames of the same model on the worker.
+ */
+import { invalidValue } from '../../errors.js';
+import { DEFAULT_CLASSIFIER, DEFAULT_TOP_K, specOf, type ClassifyRequest, type ClassifyResponse } from '../../pipeline/classify.js';
+import type { TaskFrame, TaskHandler, TaskOutput, TaskServices, TaskStream } from './tasks.js';
+
+const PARAMS = ['model', 'size', 'topK'] as const;
+const NUMERIC = ['size', 'topK'] as const;
+
+/** What `classify` puts in `result`. */
+export type ClassifyStreamResult = Omit<ClassifyResponse, 'model' | 'timings'>;
+
+/** The start message's model and params as a checked request (size resolved, topK in range). */
+export function classifyStreamParams(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): Required<ClassifyRequest> {
+  for (const key of Object.keys(params))
+    if (!(PARAMS as readonly string[]).includes(key)) throw invalidValue(`unknown parameter '${key}' for task classify; known: ${PARAMS.join(', ')}`);
+  for (const key of NUMERIC)
+    if (params[key] !== undefined && typeof params[key] !== 'number') throw invalidValue(`${key} must be a number, got ${JSON.stringify(params[key])}`);
+  if (params.model !== undefined && typeof params.model !== 'string') throw invalidValue(`model must be a string, got ${JSON.stringify(params.model)}`);
+  if (model !== undefined && params.model !== undefined && model !== params.model)
+    throw invalidValue(`the start message names model '${model}' and params.model '${String(params.model)}'; give one`);
+  const id = model ?? (params.model as string | undefined) ?? DEFAULT_CLASSIFIER;
+  services.registry.requireTask(id, 'classify');
+  const size = services.registry.resolveSize(id, params.size as number | undefined);
+  const k = (params.topK as number | undefined) ?? DEFAULT_TOP_K;
+  if (!(Number.isInteger(k) && k >= 1 && k <= 1000)) throw invalidValue(`topK must be an integer between 1 and 1000, got ${params.topK}`);
+  return { model: id, size, topK: k };
+}
+
+class ClassifyStream implements TaskStream {
+  constructor(
+    private readonly services: TaskServices,
+    private readonly request: Required<ClassifyRequest>,
+    readonly model: TaskStream['model'],
+  ) {}
+
+  async process(frame: TaskFrame): Promise<TaskOutput> {
+    const { model: _model, timings, ...result } = await this.services.classifier.classify(frame.image, this.request);
+    return { result: result satisfies ClassifyStreamResult, timings };
+  }
+
+  /** Nothing is carried from frame to frame. */
+  reset(): void {}
+}
+
+export function classifyTask(services: TaskServices): TaskHandler {
+  return {
+    task: 'classify',
+    async start(model, params) {
+      const p = classifyStreamParams(services, model, params);
+      const built = await services.classifier.spec(p.model, p.size);
+      await services.classifier.pool.warmup(specOf(built));
+      const info = services.registry.info(p.model);
+      return new ClassifyStream(services, p, { id: p.model, trained: info.trained, input: [p.size, p.size] });
+    },
+  };
+}
