@@ -179,9 +179,12 @@ function biGla(g: Graph, p: Params, h: Value, cfg: ViGConfig, grid: readonly [nu
   const gk = linear(g, p.scope('gk_proj.1'), linearNoBias(g, p.scope('gk_proj.0'), xs, GATE_LOW_RANK), 2 * dk, { init: VIT_LINEAR_INIT });
 
   const kernel = o.gla ?? 'fused';
+  // The kernel returns (f + b)/2 and the code divides by 2 again: o = (f + b)/4. The fused kernel takes the
+  // ¼ in its output scale (one element-wise pass fewer); the graph twins multiply after the sum.
+  const quarter = 0.25;
   const run = (logAlpha: Value, direction: 'forward' | 'backward'): Value => {
     // The fused kernel takes the packed [B, N, H·d] layout as it comes; the graph forms work per head.
-    if (kernel === 'fused') return glaFused(g, { q, k, v, logAlpha, heads }, { direction });
+    if (kernel === 'fused') return glaFused(g, { q, k, v, logAlpha, heads }, { direction, scale: quarter * (dk / heads) ** -0.5 });
     const x: GlaInputs = { q: toHeads(g, q, heads), k: toHeads(g, k, heads), v: toHeads(g, v, heads), logAlpha: toHeads(g, logAlpha, heads) };
     const out = kernel === 'quadratic' ? glaQuadratic(g, x, { direction }) : glaChunkwise(g, x, { chunk: o.chunk ?? 64, direction });
     return reshape(g, transpose(g, out, [0, 2, 1, 3]), [batch, n, dv]);
@@ -189,8 +192,8 @@ function biGla(g: Graph, p: Params, h: Value, cfg: ViGConfig, grid: readonly [nu
   // One log-decay pass over both directions' gates, then split.
   const decay = logDecay(g, gk);
   const [fwGate, bwGate] = [slice(g, decay, 2, 0, dk), slice(g, decay, 2, dk, 2 * dk)];
-  // The kernel returns (f + b)/2 and the code divides by 2 again.
-  const both = g.op1('Mul', [g.op1('Add', [run(fwGate, 'forward'), run(bwGate, 'backward')]), scalar(g, 0.25)]);
+  const sum = g.op1('Add', [run(fwGate, 'forward'), run(bwGate, 'backward')]);
+  const both = kernel === 'fused' ? sum : g.op1('Mul', [sum, scalar(g, quarter)]);
   const attn = reshape(g, both, [batch, n, heads, dv / heads]);
 
   // 2D gating locality injection: o·g + l_norm(xs)·(1 − g) per head.
