@@ -15,10 +15,7 @@ import { MASK_ENCODINGS, specOf, type ChangeRegionJson, type ChangeRequest } fro
 import { DEFAULT_CHANGE_MODEL } from '../../models/registry.js';
 import type { ChangeMaskEncoding, ImageInput } from '../../pipeline/messages.js';
 import type { Rle } from '../../heads/change/index.js';
-import type { TaskFrame, TaskHandler, TaskOutput, TaskServices, TaskStream } from './tasks.js';
-
-const PARAMS = ['model', 'tile', 'overlap', 'minArea', 'mask', 'resize'] as const;
-const NUMERIC = ['tile', 'overlap', 'minArea'] as const;
+import { startModel, type TaskFrame, type TaskHandler, type TaskOutput, type TaskServices, type TaskStream } from './tasks.js';
 
 /** What `change` puts in `result`: on a reference frame its size; on a later frame the REST answer (less model and timings). */
 export type ChangeStreamResult =
@@ -29,17 +26,8 @@ type RgbInput = Extract<ImageInput, { kind: 'rgb24' }>;
 
 /** The start message's model and params as a checked change request (tile resolved, options in range). */
 export function changeStreamParams(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): Required<Omit<ChangeRequest, 'tile'>> & { tile: number } {
-  for (const key of Object.keys(params))
-    if (!(PARAMS as readonly string[]).includes(key)) throw invalidValue(`unknown parameter '${key}' for task change; known: ${PARAMS.join(', ')}`);
-  for (const key of NUMERIC)
-    if (params[key] !== undefined && typeof params[key] !== 'number') throw invalidValue(`${key} must be a number, got ${JSON.stringify(params[key])}`);
-  if (params.resize !== undefined && typeof params.resize !== 'boolean') throw invalidValue(`resize must be true or false, got ${JSON.stringify(params.resize)}`);
-  if (params.mask !== undefined && (typeof params.mask !== 'string' || !(MASK_ENCODINGS as readonly string[]).includes(params.mask)))
-    throw invalidValue(`mask must be one of ${MASK_ENCODINGS.join(', ')}, got ${JSON.stringify(params.mask).slice(0, 40)}`);
-  if (params.model !== undefined && typeof params.model !== 'string') throw invalidValue(`model must be a string, got ${JSON.stringify(params.model)}`);
-  if (model !== undefined && params.model !== undefined && model !== params.model)
-    throw invalidValue(`the start message names model '${model}' and params.model '${String(params.model)}'; give one`);
-  const id = model ?? (params.model as string | undefined) ?? DEFAULT_CHANGE_MODEL;
+  const id = startModel('change', model, params, { numbers: ['tile', 'overlap', 'minArea'], booleans: ['resize'], strings: ['mask'] }, DEFAULT_CHANGE_MODEL);
+  if (params.mask !== undefined && !(MASK_ENCODINGS as readonly string[]).includes(params.mask as string)) throw invalidValue(`mask must be one of ${MASK_ENCODINGS.join(', ')}, got ${JSON.stringify(params.mask).slice(0, 40)}`);
   services.registry.requireTask(id, 'change');
   const tile = services.registry.resolveTile(id, params.tile as number | undefined);
   const req = { overlap: params.overlap as number | undefined, minArea: params.minArea as number | undefined, mask: params.mask as ChangeMaskEncoding | undefined, resize: params.resize as boolean | undefined };

@@ -6,24 +6,14 @@
  */
 import { invalidValue } from '../../errors.js';
 import { DEFAULT_CLASSIFIER, DEFAULT_TOP_K, specOf, type ClassifyRequest, type ClassifyResponse } from '../../pipeline/classify.js';
-import type { TaskFrame, TaskHandler, TaskOutput, TaskServices, TaskStream } from './tasks.js';
-
-const PARAMS = ['model', 'size', 'topK'] as const;
-const NUMERIC = ['size', 'topK'] as const;
+import { startModel, type TaskFrame, type TaskHandler, type TaskOutput, type TaskServices, type TaskStream } from './tasks.js';
 
 /** What `classify` puts in `result`. */
 export type ClassifyStreamResult = Omit<ClassifyResponse, 'model' | 'timings'>;
 
 /** The start message's model and params as a checked request (size resolved, topK in range). */
 export function classifyStreamParams(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): Required<ClassifyRequest> {
-  for (const key of Object.keys(params))
-    if (!(PARAMS as readonly string[]).includes(key)) throw invalidValue(`unknown parameter '${key}' for task classify; known: ${PARAMS.join(', ')}`);
-  for (const key of NUMERIC)
-    if (params[key] !== undefined && typeof params[key] !== 'number') throw invalidValue(`${key} must be a number, got ${JSON.stringify(params[key])}`);
-  if (params.model !== undefined && typeof params.model !== 'string') throw invalidValue(`model must be a string, got ${JSON.stringify(params.model)}`);
-  if (model !== undefined && params.model !== undefined && model !== params.model)
-    throw invalidValue(`the start message names model '${model}' and params.model '${String(params.model)}'; give one`);
-  const id = model ?? (params.model as string | undefined) ?? DEFAULT_CLASSIFIER;
+  const id = startModel('classify', model, params, { numbers: ['size', 'topK'] }, DEFAULT_CLASSIFIER);
   services.registry.requireTask(id, 'classify');
   const size = services.registry.resolveSize(id, params.size as number | undefined);
   const k = (params.topK as number | undefined) ?? DEFAULT_TOP_K;

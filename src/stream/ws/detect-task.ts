@@ -9,10 +9,7 @@ import { ByteTracker, LOW_SCORE_FLOOR } from '../../heads/track/index.js';
 import { DEFAULT_MODEL } from '../../models/registry.js';
 import { detectOptions, roundTimings, type DetectRequest } from '../../pipeline/detect.js';
 import type { DetectStreamResult } from './protocol.js';
-import type { TaskFrame, TaskHandler, TaskOutput, TaskServices, TaskStream } from './tasks.js';
-
-const PARAMS = ['model', 'size', 'conf', 'iou', 'maxDet', 'track'] as const;
-const NUMERIC = ['size', 'conf', 'iou', 'maxDet'] as const;
+import { startModel, type TaskFrame, type TaskHandler, type TaskOutput, type TaskServices, type TaskStream } from './tasks.js';
 
 export interface DetectStreamParams extends Required<DetectRequest> {
   track: boolean;
@@ -24,15 +21,7 @@ export interface DetectStreamParams extends Required<DetectRequest> {
  * `registry.resolveSize`, exactly as for `POST /v1/detect`.
  */
 export function detectStreamParams(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): DetectStreamParams {
-  for (const key of Object.keys(params))
-    if (!(PARAMS as readonly string[]).includes(key)) throw invalidValue(`unknown parameter '${key}' for task detect; known: ${PARAMS.join(', ')}`);
-  for (const key of NUMERIC)
-    if (params[key] !== undefined && typeof params[key] !== 'number') throw invalidValue(`${key} must be a number, got ${JSON.stringify(params[key])}`);
-  if (params.track !== undefined && typeof params.track !== 'boolean') throw invalidValue(`track must be true or false, got ${JSON.stringify(params.track)}`);
-  if (params.model !== undefined && typeof params.model !== 'string') throw invalidValue(`model must be a string, got ${JSON.stringify(params.model)}`);
-  if (model !== undefined && params.model !== undefined && model !== params.model)
-    throw invalidValue(`the start message names model '${model}' and params.model '${String(params.model)}'; give one`);
-  const id = model ?? (params.model as string | undefined) ?? DEFAULT_MODEL;
+  const id = startModel('detect', model, params, { numbers: ['size', 'conf', 'iou', 'maxDet'], booleans: ['track'] }, DEFAULT_MODEL);
   const info = services.registry.info(id);
   if (info.task !== 'detect') throw invalidValue(`model '${id}' serves task '${info.task}', not detect`);
   const size = services.registry.resolveSize(id, params.size as number | undefined);

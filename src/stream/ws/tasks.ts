@@ -4,6 +4,7 @@
  * The session does everything else (framing, order, latest-frame-wins, limits, timeouts), so a
  * new task (`track`, `change`, `classify`, `fewshot-detect`) is one handler added to the table.
  */
+import { invalidValue } from '../../errors.js';
 import type { ModelRegistry } from '../../models/registry.js';
 import type { ChangeService } from '../../pipeline/change.js';
 import type { ClassifyService } from '../../pipeline/classify.js';
@@ -52,3 +53,30 @@ export interface TaskServices {
 }
 
 export type TaskTable = ReadonlyMap<StreamTask, TaskHandler>;
+
+/** The JSON types of a task's start params: every key named here, and no other, is allowed. */
+export interface ParamTypes {
+  readonly numbers?: readonly string[];
+  readonly booleans?: readonly string[];
+  readonly strings?: readonly string[];
+}
+
+/**
+ * The checks every task's start message shares: only the task's parameters (422 `invalid_value` naming
+ * an unknown one), each of its JSON type, and one model named either as the start message's `model` or
+ * as `params.model` (both only if they agree). Returns the model id, or `fallback` when none is named.
+ */
+export function startModel(task: string, model: string | undefined, params: Readonly<Record<string, unknown>>, types: ParamTypes, fallback: string): string {
+  const typed: Array<[readonly string[], string, string]> = [
+    [['model', ...(types.strings ?? [])], 'string', 'a string'],
+    [types.numbers ?? [], 'number', 'a number'],
+    [types.booleans ?? [], 'boolean', 'true or false'],
+  ];
+  const known = typed.flatMap(([keys]) => keys);
+  for (const key of Object.keys(params)) if (!known.includes(key)) throw invalidValue(`unknown parameter '${key}' for task ${task}; known: ${known.join(', ')}`);
+  for (const [keys, type, what] of typed)
+    for (const key of keys) if (params[key] !== undefined && typeof params[key] !== type) throw invalidValue(`${key} must be ${what}, got ${JSON.stringify(params[key])}`);
+  if (model !== undefined && params.model !== undefined && model !== params.model)
+    throw invalidValue(`the start message names model '${model}' and params.model '${String(params.model)}'; give one`);
+  return model ?? (params.model as string | undefined) ?? fallback;
+}

@@ -9,12 +9,10 @@
  * the stream runs the model's unmerged graph with that adapter's factors — one session serves every adapter,
  * so streams on different adapters share it. An unknown adapter is refused at start (`unknown_adapter`, close 1008).
  */
-import { badInput, invalidValue } from '../../errors.js';
+import { badInput } from '../../errors.js';
 import { DEFAULT_TRACKER } from '../../models/registry.js';
 import { parseBox, TrackRun, type TrackAnswer, type TrackService } from '../../pipeline/track.js';
-import type { TaskFrame, TaskHandler, TaskOutput, TaskServices, TaskStream } from './tasks.js';
-
-const PARAMS = ['model', 'adapter'] as const;
+import { startModel, type TaskFrame, type TaskHandler, type TaskOutput, type TaskServices, type TaskStream } from './tasks.js';
 
 /** What `track` puts in `result`: the frame size, the box in its pixels, and the score (1 on an init frame). */
 export interface TrackStreamResult {
@@ -25,13 +23,7 @@ export interface TrackStreamResult {
 
 /** The start message's model and params as a checked tracker model id and adapter name. */
 export function trackStreamModel(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): { id: string; adapter?: string } {
-  for (const key of Object.keys(params))
-    if (!(PARAMS as readonly string[]).includes(key)) throw invalidValue(`unknown parameter '${key}' for task track; known: ${PARAMS.join(', ')}`);
-  if (params.model !== undefined && typeof params.model !== 'string') throw invalidValue(`model must be a string, got ${JSON.stringify(params.model)}`);
-  if (model !== undefined && params.model !== undefined && model !== params.model)
-    throw invalidValue(`the start message names model '${model}' and params.model '${String(params.model)}'; give one`);
-  if (params.adapter !== undefined && typeof params.adapter !== 'string') throw invalidValue(`adapter must be a string, got ${JSON.stringify(params.adapter)}`);
-  const id = model ?? (params.model as string | undefined) ?? DEFAULT_TRACKER;
+  const id = startModel('track', model, params, { strings: ['adapter'] }, DEFAULT_TRACKER);
   services.registry.requireTask(id, 'track');
   const adapter = params.adapter as string | undefined;
   if (adapter !== undefined) services.registry.requireAdapter(id, adapter);
