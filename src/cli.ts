@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-/** `fovea serve | detect | classify | eval | models | build | bench`. */
+/** `fovea serve | detect | classify | embed | eval | models | build | bench`. */
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -22,6 +22,7 @@ const USAGE = `usage:
   fovea serve [--port 8080] [--host 0.0.0.0] [--ep cpu|cuda] [--workers N] [--weights MODEL=PATH]... [--adapter MODEL:NAME=PATH]... [--max-batch 8] [--max-delay 1] [--log-level info]
   fovea detect IMAGE [--model leyolo-nano] [--size 640] [--conf 0.25] [--iou 0.7] [--max-det 300] [--weights PATH] [--ep cpu|cuda]
   fovea classify IMAGE [--model vig-t] [--size 224] [--top-k 5] [--weights PATH] [--ep cpu|cuda]
+  fovea embed IMAGE [--model vig-t] [--size 224] [--weights PATH] [--ep cpu|cuda]
   fovea eval change [--model fsgnet] [--weights PATH] [--data ../shared/fixtures/change-levir] [--tile 256] [--overlap 32] [--ep cpu|cuda]
   fovea models [--json]
   fovea build MODEL [--size 640] [--weights PATH]
@@ -125,13 +126,11 @@ async function detect(args: string[]): Promise<void> {
 }
 
 /** `fovea classify IMAGE`: the same JSON as `POST /v1/classify`. */
-async function classify(args: string[]): Promise<void> {
-  const { values, positionals } = parseArgs({
-    args,
-    allowPositionals: true,
-    options: { model: { type: 'string' }, size: { type: 'string' }, 'top-k': { type: 'string' }, weights: { type: 'string' }, ep: { type: 'string' } },
-  });
-  if (positionals.length !== 1) throw new UsageError('classify takes one IMAGE path');
+/** `fovea classify` and `fovea embed`: one image through the service behind `POST /v1/classify` / `/v1/embed`, printed as its JSON. */
+async function classifyCommand(command: 'classify' | 'embed', args: string[]): Promise<void> {
+  const options = { model: { type: 'string' }, size: { type: 'string' }, weights: { type: 'string' }, ep: { type: 'string' } } as const;
+  const { values, positionals } = parseArgs({ args, allowPositionals: true, options: command === 'classify' ? { ...options, 'top-k': { type: 'string' } } : options });
+  if (positionals.length !== 1) throw new UsageError(`${command} takes one IMAGE path`);
   const model = values.model ?? DEFAULT_CLASSIFIER;
   const registry = new ModelRegistry();
   await registry.addManifests();
@@ -140,7 +139,10 @@ async function classify(args: string[]): Promise<void> {
   const pool = new InferencePool({ ep: ep(values.ep) ?? 'cpu', log: (level, m) => console.error(`${level}: ${m}`) });
   try {
     const service = new ClassifyService(registry, pool, new DetectService(registry, pool));
-    const r = await service.classify(readFileSync(positionals[0]), { model, size: num(values.size, 'size'), topK: num(values['top-k'], 'top-k') });
+    const image = readFileSync(positionals[0]);
+    const req = { model, size: num(values.size, 'size') };
+    const topK = 'top-k' in values ? (values['top-k'] as string | undefined) : undefined;
+    const r = command === 'classify' ? await service.classify(image, { ...req, topK: num(topK, 'top-k') }) : await service.embed(image, req);
     if (!r.model.trained) console.error(`note: ${r.model.id} has no trained weights: these outputs come from a seeded graph, not predictions`);
     console.log(JSON.stringify(r, null, 2));
   } finally {
@@ -245,7 +247,9 @@ async function main(argv: string[]): Promise<void> {
   switch (cmd) {
     case 'serve': return serve(rest);
     case 'detect': return detect(rest);
-    case 'classify': return classify(rest);
+    case 'classify':
+    case 'embed':
+      return classifyCommand(cmd, rest);
     case 'eval': return evaluate(rest);
     case 'models': return models(rest);
     case 'build': return build(rest);

@@ -263,14 +263,17 @@ describe('catalogue and docs', () => {
 });
 
 describe('the CLI', () => {
-  it('`classify cat.jpg --model deit-t --top-k 3` prints the REST answer', async () => {
-    const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
-    const cat = fileURLToPath(fixtureUrl('cat.jpg'));
-    const r = await new Promise<{ code: number; stdout: string; stderr: string }>((resolve) =>
-      execFile(process.execPath, ['--import', 'tsx', cli, 'classify', cat, '--model', 'deit-t', '--top-k', '3'], { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000 }, (err, stdout, stderr) =>
+  async function cli(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+    const file = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
+    return new Promise((resolve) =>
+      execFile(process.execPath, ['--import', 'tsx', file, ...args], { cwd: fileURLToPath(new URL('..', import.meta.url)), timeout: 60_000, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) =>
         resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : -1, stdout, stderr }),
       ),
     );
+  }
+
+  it('`classify cat.jpg --model deit-t --top-k 3` prints the REST answer', async () => {
+    const r = await cli('classify', fileURLToPath(fixtureUrl('cat.jpg')), '--model', 'deit-t', '--top-k', '3');
     expect(r.code, r.stderr).toBe(0);
     expect(r.stderr).toMatch(/no trained weights/);
     const printed = JSON.parse(r.stdout) as ClassifyBody;
@@ -279,5 +282,19 @@ describe('the CLI', () => {
     expect(printed.image).toEqual(served.image);
     expect(printed.classes.map((c) => c.classId)).toEqual(served.classes.map((c) => c.classId));
     printed.classes.forEach((c, i) => expect(c.score).toBeCloseTo(served.classes[i].score, 6));
+  });
+
+  it('`embed zidane.jpg --model care-s0 --size 256` prints the /v1/embed answer; --top-k is not an embed option', async () => {
+    const zidane = fileURLToPath(fixtureUrl('zidane.jpg'));
+    const r = await cli('embed', zidane, '--model', 'care-s0', '--size', '256');
+    expect(r.code, r.stderr).toBe(0);
+    const printed = JSON.parse(r.stdout) as EmbedBody;
+    const served = await ok<EmbedBody>(await post('/v1/embed?model=care-s0&size=256', images['zidane.jpg']));
+    expect(printed.model).toEqual({ id: 'care-s0', trained: false, input: [256, 256] });
+    expect([printed.dim, printed.embedding.length]).toEqual([1024, 1024]);
+    expect(Math.max(...printed.embedding.map((v, i) => Math.abs(v - served.embedding[i])))).toBeLessThan(1e-5);
+    const bad = await cli('embed', zidane, '--top-k', '3');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toMatch(/top-k/);
   });
 });
