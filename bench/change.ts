@@ -29,7 +29,7 @@ import { serializeModel } from '../src/models/graph/serialize.js';
 import { tileGrid } from '../src/pipeline/tiles.js';
 import { sessionOptions } from '../src/pipeline/session-options.js';
 import { buildApp, preload } from '../src/stream/app.js';
-import { resetHighWaterMark, spawnChild, startSampler, vmKiB } from './memory.js';
+import { resetHighWaterMark, serveChild, spawnChild, startSampler, vmKiB } from './memory.js';
 import { describeMachine, machine, projectRoot, round, summarize, writeResults, type Summary } from './stats.js';
 
 const MODELS = ['fsgnet', 'care-cd'] as const;
@@ -279,16 +279,4 @@ export async function runChangeBench(args: string[]): Promise<void> {
 }
 
 // `node bench/change.ts --child '<job json>'` (spawned by the parent): one configuration, one JSON line on stdout.
-if (process.argv[1] === THIS_FILE && process.argv[2] === '--child') {
-  const job = JSON.parse(process.argv[3]) as Job;
-  (job.kind === 'change' ? runChangeChild(job) : runClassifyChild(job)).then(
-    (r) => {
-      console.log(JSON.stringify(r));
-      process.exit(0);
-    },
-    (e: unknown) => {
-      console.error(e instanceof Error ? (e.stack ?? e.message) : String(e));
-      process.exit(1);
-    },
-  );
-}
+serveChild<Job>(THIS_FILE, (job) => (job.kind === 'change' ? runChangeChild(job) : runClassifyChild(job)));

@@ -48,6 +48,24 @@ export function startSampler(everyMs = 2): { stop: () => Promise<{ maxKiB: numbe
 }
 
 /**
+ * The child's side of `spawnChild`: when this process is `file --child <job JSON>`, runs the job, prints its
+ * JSON answer as the last stdout line and exits (1, with the stack on stderr, if it throws).
+ */
+export function serveChild<J>(file: string, run: (job: J) => Promise<unknown>): void {
+  if (process.argv[1] !== file || process.argv[2] !== '--child') return;
+  run(JSON.parse(process.argv[3]) as J).then(
+    (r) => {
+      process.stdout.write(JSON.stringify(r) + '\n');
+      process.exit(0);
+    },
+    (e: unknown) => {
+      process.stderr.write(`${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+      process.exit(1);
+    },
+  );
+}
+
+/**
  * Runs `file --child <job JSON>` in a fresh Node process (with tsx's loader when `file` is TypeScript) and
  * resolves with the JSON object it prints last; rejects with the tail of its stderr, or after `timeoutMs`.
  */

@@ -31,7 +31,7 @@ import { saveModel } from '../src/models/graph/serialize.js';
 import { buildViG, variants as vigVariants, type GlaKernel } from '../src/models/vig.js';
 import { buildViT, type ViTConfig } from '../src/models/vit.js';
 import { sessionOptions } from '../src/pipeline/session-options.js';
-import { resetHighWaterMark, spawnChild, startSampler, vmKiB } from './memory.js';
+import { resetHighWaterMark, serveChild, spawnChild, startSampler, vmKiB } from './memory.js';
 import { describeMachine, machine, projectRoot, round, summarize, writeResults, type Summary } from './stats.js';
 
 /** timm `deit_tiny_patch16_224`: ViT-Ti/16, qkv fused with bias, LN eps 1e-6, no LayerScale, a class token. */
@@ -507,15 +507,4 @@ export async function runVigBench(args: string[]): Promise<void> {
 }
 
 // `node bench/vig.ts --child '<job json>'` (spawned by the parent): one configuration, one JSON line on stdout.
-if (process.argv[1] === THIS_FILE && process.argv[2] === '--child') {
-  runChild(JSON.parse(process.argv[3]) as Job).then(
-    (r) => {
-      process.stdout.write(JSON.stringify(r) + '\n');
-      process.exit(0);
-    },
-    (e: unknown) => {
-      process.stderr.write(`${(e as Error).stack ?? String(e)}\n`);
-      process.exit(1);
-    },
-  );
-}
+serveChild<Job>(THIS_FILE, runChild);

@@ -23,8 +23,8 @@ import { Graph, MS_DOMAIN } from './graph/graph.js';
 import { conv2d, reshape, silu, slice, transpose } from './graph/nn.js';
 import type { Params, StateDict } from './graph/params.js';
 import { ones, zeros } from './graph/params.js';
-import { ShapeError, assertStatic, registerShapeRule } from './graph/shapes.js';
-import { float32, int64 } from './graph/tensor.js';
+import { assertStatic } from './graph/shapes.js';
+import { float32 } from './graph/tensor.js';
 import { VIT_LINEAR_INIT, bicubicResize, linear, linearParts } from './vit.js';
 
 export interface ViGConfig {
@@ -83,23 +83,6 @@ export const mlpHidden = (c: number): number => 256 * Math.ceil(Math.trunc((c * 
 
 export const keyDim = (cfg: ViGConfig): number => Math.trunc(cfg.embedDim * cfg.expandK);
 export const valueDim = (cfg: ViGConfig): number => Math.trunc(cfg.embedDim * cfg.expandV);
-
-/** onnxruntime's RMSNorm (default domain): X, scale → Y (its optional inv_std_var output unused). */
-registerShapeRule('SimplifiedLayerNormalization', '', (ins) => {
-  const [x, w] = ins;
-  if (!x || !w || w.shape.length !== 1 || w.shape[0] !== x.shape[x.shape.length - 1]) throw new ShapeError('SimplifiedLayerNormalization needs a scale over the last dim');
-  return { outputs: [{ dtype: x.dtype, shape: x.shape }], macs: 0 };
-});
-
-/** input, skip, gamma → output, mean, inv_std_var, input_skip_bias_sum (mean is not written by the simplified form). */
-registerShapeRule('SkipSimplifiedLayerNormalization', MS_DOMAIN, (ins) => {
-  const [x, skip, w] = ins;
-  if (!x || !skip || !w) throw new ShapeError('SkipSimplifiedLayerNormalization needs input, skip and gamma');
-  if (x.shape.length !== skip.shape.length || x.shape.some((d, i) => d !== skip.shape[i])) throw new ShapeError('SkipSimplifiedLayerNormalization: input and skip differ');
-  if (w.shape.length !== 1 || w.shape[0] !== x.shape[x.shape.length - 1]) throw new ShapeError('SkipSimplifiedLayerNormalization needs gamma over the last dim');
-  const stat = { dtype: x.dtype, shape: [...x.shape.slice(0, -1), 1] };
-  return { outputs: [{ dtype: x.dtype, shape: x.shape }, stat, stat, { dtype: x.dtype, shape: x.shape }], macs: 0 };
-});
 
 const scalar = (g: Graph, v: number) => g.constant(float32([1], [v]), 'vig_scalar');
 const lastDim = (x: Value): number => assertStatic(x.shape.slice(-1), 'channels')[0];
@@ -182,10 +165,11 @@ function biGla(g: Graph, p: Params, h: Value, cfg: ViGConfig, grid: readonly [nu
   // The kernel returns (f + b)/2 and the code divides by 2 again: o = (f + b)/4. The fused kernel takes the
   // ¼ in its output scale (one element-wise pass fewer); the graph twins multiply after the sum.
   const quarter = 0.25;
+  // The fused kernel takes the packed [B, N, H·d] layout as it comes; the graph forms work per head.
+  const perHeadQkv = kernel === 'fused' ? undefined : { q: toHeads(g, q, heads), k: toHeads(g, k, heads), v: toHeads(g, v, heads) };
   const run = (logAlpha: Value, direction: 'forward' | 'backward'): Value => {
-    // The fused kernel takes the packed [B, N, H·d] layout as it comes; the graph forms work per head.
-    if (kernel === 'fused') return glaFused(g, { q, k, v, logAlpha, heads }, { direction, scale: quarter * (dk / heads) ** -0.5 });
-    const x: GlaInputs = { q: toHeads(g, q, heads), k: toHeads(g, k, heads), v: toHeads(g, v, heads), logAlpha: toHeads(g, logAlpha, heads) };
+    if (!perHeadQkv) return glaFused(g, { q, k, v, logAlpha, heads }, { direction, scale: quarter * (dk / heads) ** -0.5 });
+    const x: GlaInputs = { ...perHeadQkv, logAlpha: toHeads(g, logAlpha, heads) };
     const out = kernel === 'quadratic' ? glaQuadratic(g, x, { direction }) : glaChunkwise(g, x, { chunk: o.chunk ?? 64, direction });
     return reshape(g, transpose(g, out, [0, 2, 1, 3]), [batch, n, dv]);
   };

@@ -17,7 +17,7 @@ import { Graph, MS_DOMAIN } from './graph/graph.js';
 import { concat, convWeights, reshape, slice, transpose } from './graph/nn.js';
 import type { Init, Params } from './graph/params.js';
 import { ones, zeros } from './graph/params.js';
-import { ShapeError, assertStatic, registerShapeRule } from './graph/shapes.js';
+import { ShapeError, assertStatic, registerShapeRule, type ShapeRule } from './graph/shapes.js';
 import type { HostTensor } from './graph/tensor.js';
 import { float32, int64, shapeString } from './graph/tensor.js';
 
@@ -104,15 +104,20 @@ registerShapeRule('MultiHeadAttention', MS_DOMAIN, (ins, attrs) => {
   return { outputs: [{ dtype: q.dtype, shape: [q.shape[0], q.shape[1], cv] }], macs: s * l * c + s * l * cv };
 });
 
-/** LN(input + skip + bias) → output, mean, inv_std_var, input_skip_bias_sum. */
-registerShapeRule('SkipLayerNormalization', MS_DOMAIN, (ins) => {
+/**
+ * norm(input + skip + bias) → output, mean, inv_std_var, input_skip_bias_sum: `SkipLayerNormalization`, and its
+ * RMSNorm form `SkipSimplifiedLayerNormalization` (ViG's fused pre-norm residual; its mean output is unused).
+ */
+const skipNorm: ShapeRule = (ins) => {
   const [x, skip, gamma] = ins;
-  if (!x || !skip || !gamma) throw new ShapeError('SkipLayerNormalization needs input, skip and gamma');
+  if (!x || !skip || !gamma) throw new ShapeError('skip normalisation needs input, skip and gamma');
   const c = lastDim(x.shape, 'input');
   if (lastDim(skip.shape, 'skip') !== c || gamma.shape[0] !== c) throw new ShapeError(`skip ${shapeString(skip.shape)} / gamma ${shapeString(gamma.shape)} do not match input ${shapeString(x.shape)}`);
   const stat = { dtype: x.dtype, shape: [...x.shape.slice(0, -1), 1] };
   return { outputs: [{ dtype: x.dtype, shape: x.shape }, stat, stat, { dtype: x.dtype, shape: x.shape }], macs: 0 };
-});
+};
+registerShapeRule('SkipLayerNormalization', MS_DOMAIN, skipNorm);
+registerShapeRule('SkipSimplifiedLayerNormalization', MS_DOMAIN, skipNorm);
 
 /** GELU(x + bias), exact erf. */
 registerShapeRule('BiasGelu', MS_DOMAIN, (ins) => {

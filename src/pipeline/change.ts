@@ -54,6 +54,16 @@ export interface RawChangeResponse extends Omit<ChangeResponse, 'mask'> {
   mask: Uint8Array | Rle | null;
 }
 
+/** A change request with every option checked and defaulted. */
+export interface ResolvedChange {
+  model: string;
+  tile: number;
+  overlap: number;
+  minArea: number;
+  mask: ChangeMaskEncoding;
+  resize: boolean;
+}
+
 export class ChangeService {
   constructor(
     readonly registry: ModelRegistry,
@@ -67,15 +77,17 @@ export class ChangeService {
     return this.registry.buildChange(id, this.registry.resolveTile(id, tile));
   }
 
-  /** The request's options, checked: 422 naming the first bad one. */
-  options(req: ChangeRequest, tile: number): { overlap: number; minArea: number; mask: ChangeMaskEncoding; resize: boolean } {
+  /** The request checked and defaulted: 404 unknown model, 422 wrong task or the first bad option. Shared by REST and streams. */
+  resolve(req: ChangeRequest): ResolvedChange {
+    const model = req.model ?? DEFAULT_CHANGE_MODEL;
+    const tile = this.registry.resolveTile(model, req.tile);
     const overlap = req.overlap ?? DEFAULT_OVERLAP;
     if (!(Number.isInteger(overlap) && overlap >= 0 && overlap < tile)) throw invalidValue(`overlap must be an integer in [0, ${tile}) for tile ${tile}, got ${req.overlap}`);
     const minArea = req.minArea ?? DEFAULT_MIN_AREA;
     if (!(Number.isInteger(minArea) && minArea >= 0)) throw invalidValue(`minArea must be a non-negative integer, got ${req.minArea}`);
     const mask = req.mask ?? 'png';
     if (!MASK_ENCODINGS.includes(mask)) throw invalidValue(`mask must be one of ${MASK_ENCODINGS.join(', ')}, got '${String(mask).slice(0, 32)}'`);
-    return { overlap, minArea, mask, resize: req.resize === true };
+    return { model, tile, overlap, minArea, mask, resize: req.resize === true };
   }
 
   /** Header-only size of an image (413 past the pixel limit, 400/415 for what is not an image). */
@@ -89,10 +101,8 @@ export class ChangeService {
   }
 
   async changeRaw(before: Uint8Array | ImageInput | undefined, after: Uint8Array | ImageInput | undefined, req: ChangeRequest = {}): Promise<RawChangeResponse> {
-    const id = req.model ?? DEFAULT_CHANGE_MODEL;
-    const info = this.registry.requireTask(id, 'change');
-    const tile = this.registry.resolveTile(id, req.tile);
-    const opts = this.options(req, tile);
+    const { model: id, tile, ...opts } = this.resolve(req);
+    const info = this.registry.info(id);
     if (!before || !after) throw badInput(`a change request needs two images, 'before' and 'after'; missing: ${[!before && 'before', !after && 'after'].filter(Boolean).join(', ')}`, 'missing_field');
     const asInput = (x: Uint8Array | ImageInput): ImageInput => (x instanceof Uint8Array ? { kind: 'encoded', bytes: x } : x);
     const [b, a] = [asInput(before), asInput(after)];

@@ -55,11 +55,20 @@ export class ClassifyService {
     return this.registry.buildClassifier(id, this.registry.resolveSize(id, size));
   }
 
-  private async run(input: Uint8Array | ImageInput, req: ClassifyRequest, output: 'logits' | 'features') {
+  /** The request checked and defaulted: 404 unknown model, 422 wrong task, bad size or topK. Shared by REST and streams. */
+  resolve(req: ClassifyRequest): Required<ClassifyRequest> {
+    const model = req.model ?? DEFAULT_CLASSIFIER;
+    this.registry.requireTask(model, 'classify');
+    const size = this.registry.resolveSize(model, req.size);
+    const topK = req.topK ?? DEFAULT_TOP_K;
+    if (!(Number.isInteger(topK) && topK >= 1 && topK <= 1000)) throw invalidValue(`topK must be an integer between 1 and 1000, got ${req.topK}`);
+    return { model, size, topK };
+  }
+
+  private async run(input: Uint8Array | ImageInput, req: Required<ClassifyRequest>, output: 'logits' | 'features') {
     const image: ImageInput = input instanceof Uint8Array ? { kind: 'encoded', bytes: input } : input;
-    const id = req.model ?? DEFAULT_CLASSIFIER;
-    const info = this.registry.requireTask(id, 'classify');
-    const size = this.registry.resolveSize(id, req.size);
+    const { model: id, size } = req;
+    const info = this.registry.info(id);
     const t0 = performance.now();
     await this.detector.checkImage(image);
     const probeMs = performance.now() - t0;
@@ -70,17 +79,16 @@ export class ClassifyService {
   }
 
   async classify(input: Uint8Array | ImageInput, req: ClassifyRequest = {}): Promise<ClassifyResponse> {
-    const k = req.topK ?? DEFAULT_TOP_K;
-    if (!(Number.isInteger(k) && k >= 1 && k <= 1000)) throw invalidValue(`topK must be an integer between 1 and 1000, got ${req.topK}`);
-    const { built, model, r, timings } = await this.run(input, req, 'logits');
+    const checked = this.resolve(req);
+    const { built, model, r, timings } = await this.run(input, checked, 'logits');
     const t1 = performance.now();
-    const top = topK(r.values, k);
+    const top = topK(r.values, checked.topK);
     const classes = [...top.classIds].map((c, i) => ({ classId: c, label: built.labels[c] ?? String(c), score: top.scores[i] }));
     return { model, image: { width: r.width, height: r.height }, classes, timings: roundTimings({ ...timings, post: timings.post + performance.now() - t1 }) };
   }
 
   async embed(input: Uint8Array | ImageInput, req: Omit<ClassifyRequest, 'topK'> = {}): Promise<EmbedResponse> {
-    const { model, r, timings } = await this.run(input, req, 'features');
+    const { model, r, timings } = await this.run(input, this.resolve(req), 'features');
     return { model, image: { width: r.width, height: r.height }, embedding: Array.from(r.values), dim: r.values.length, timings: roundTimings(timings) };
   }
 }

@@ -322,7 +322,7 @@ const pad: ShapeRule = (ins) => {
 };
 
 const firstInput: ShapeRule = (ins) => same(req(ins[0], 'input'));
-const UNARY = ['Relu', 'Sigmoid', 'Tanh', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Erf', 'Reciprocal', 'Identity', 'Softplus', 'Elu', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Gelu', 'Sin', 'Cos', 'Floor', 'Ceil', 'Clip', 'Dropout', 'BatchNormalization', 'LayerNormalization', 'InstanceNormalization', 'LpNormalization'];
+const UNARY = ['Relu', 'Sigmoid', 'Tanh', 'Exp', 'Log', 'Sqrt', 'Neg', 'Abs', 'Erf', 'Reciprocal', 'Identity', 'Softplus', 'Elu', 'HardSigmoid', 'HardSwish', 'LeakyRelu', 'Gelu', 'Sin', 'Cos', 'Floor', 'Ceil', 'Clip', 'Dropout', 'BatchNormalization', 'LayerNormalization', 'SimplifiedLayerNormalization', 'InstanceNormalization', 'LpNormalization'];
 
 const RULES = new Map<string, ShapeRule>([
   ...UNARY.map((op) => [op, firstInput] as const),

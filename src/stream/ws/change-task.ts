@@ -9,11 +9,11 @@
  * Params: the REST query's — `{model?, tile?, overlap?, minArea?, mask?, resize?}` — checked at start by
  * the same functions. Memory: one decoded reference per stream, at most the server's pixel limit × 3 bytes.
  */
-import { badInput, invalidValue } from '../../errors.js';
+import { badInput } from '../../errors.js';
 import { decodeImage } from '../../pipeline/decode.js';
-import { MASK_ENCODINGS, specOf, type ChangeRegionJson, type ChangeRequest } from '../../pipeline/change.js';
+import { specOf, type ChangeRegionJson, type ChangeRequest, type ResolvedChange } from '../../pipeline/change.js';
 import { DEFAULT_CHANGE_MODEL } from '../../models/registry.js';
-import type { ChangeMaskEncoding, ImageInput } from '../../pipeline/messages.js';
+import type { ImageInput } from '../../pipeline/messages.js';
 import type { Rle } from '../../heads/change/index.js';
 import { startModel, type TaskFrame, type TaskHandler, type TaskOutput, type TaskServices, type TaskStream } from './tasks.js';
 
@@ -24,15 +24,10 @@ export type ChangeStreamResult =
 
 type RgbInput = Extract<ImageInput, { kind: 'rgb24' }>;
 
-/** The start message's model and params as a checked change request (tile resolved, options in range). */
-export function changeStreamParams(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): Required<Omit<ChangeRequest, 'tile'>> & { tile: number } {
+/** The start message's model and params as a checked change request (tile resolved, options in range), as POST /v1/change checks its query. */
+export function changeStreamParams(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): ResolvedChange {
   const id = startModel('change', model, params, { numbers: ['tile', 'overlap', 'minArea'], booleans: ['resize'], strings: ['mask'] }, DEFAULT_CHANGE_MODEL);
-  if (params.mask !== undefined && !(MASK_ENCODINGS as readonly string[]).includes(params.mask as string)) throw invalidValue(`mask must be one of ${MASK_ENCODINGS.join(', ')}, got ${JSON.stringify(params.mask).slice(0, 40)}`);
-  services.registry.requireTask(id, 'change');
-  const tile = services.registry.resolveTile(id, params.tile as number | undefined);
-  const req = { overlap: params.overlap as number | undefined, minArea: params.minArea as number | undefined, mask: params.mask as ChangeMaskEncoding | undefined, resize: params.resize as boolean | undefined };
-  const opts = services.changer.options(req, tile);
-  return { model: id, tile, ...opts };
+  return services.changer.resolve({ ...(params as ChangeRequest), model: id });
 }
 
 class ChangeStream implements TaskStream {
@@ -40,7 +35,7 @@ class ChangeStream implements TaskStream {
 
   constructor(
     private readonly services: TaskServices,
-    private readonly request: ReturnType<typeof changeStreamParams>,
+    private readonly request: ResolvedChange,
     readonly model: TaskStream['model'],
   ) {}
 

@@ -4,21 +4,16 @@
  * topK?}`, checked at start by the same functions (so the same codes and messages). Frames of one stream may
  * be batched with other streams' frames of the same model on the worker.
  */
-import { invalidValue } from '../../errors.js';
-import { DEFAULT_CLASSIFIER, DEFAULT_TOP_K, specOf, type ClassifyRequest, type ClassifyResponse } from '../../pipeline/classify.js';
+import { DEFAULT_CLASSIFIER, specOf, type ClassifyRequest, type ClassifyResponse } from '../../pipeline/classify.js';
 import { startModel, type TaskFrame, type TaskHandler, type TaskOutput, type TaskServices, type TaskStream } from './tasks.js';
 
 /** What `classify` puts in `result`. */
 export type ClassifyStreamResult = Omit<ClassifyResponse, 'model' | 'timings'>;
 
-/** The start message's model and params as a checked request (size resolved, topK in range). */
+/** The start message's model and params as a checked request (size resolved, topK in range), as POST /v1/classify checks its query. */
 export function classifyStreamParams(services: TaskServices, model: string | undefined, params: Readonly<Record<string, unknown>>): Required<ClassifyRequest> {
   const id = startModel('classify', model, params, { numbers: ['size', 'topK'] }, DEFAULT_CLASSIFIER);
-  services.registry.requireTask(id, 'classify');
-  const size = services.registry.resolveSize(id, params.size as number | undefined);
-  const k = (params.topK as number | undefined) ?? DEFAULT_TOP_K;
-  if (!(Number.isInteger(k) && k >= 1 && k <= 1000)) throw invalidValue(`topK must be an integer between 1 and 1000, got ${params.topK}`);
-  return { model: id, size, topK: k };
+  return services.classifier.resolve({ ...(params as ClassifyRequest), model: id });
 }
 
 class ClassifyStream implements TaskStream {
