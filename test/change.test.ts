@@ -349,6 +349,23 @@ describe('POST /v1/change: hostile and edge cases', () => {
     expect(r.regions.length).toBe(mask[0]);
   });
 
+  it('a file over the change route’s own per-file limit is 413 with the error shape, and the server goes on', async () => {
+    const small = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, preload: [], workers: 1, changeFileLimit: 50_000 });
+    try {
+      const address = await preloadAndListen(small);
+      const p = pairs.get(names[0])!;
+      expect(p.a.length).toBeGreaterThan(50_000);
+      const res = await fetch(`http://127.0.0.1:${address.port}/v1/change`, { method: 'POST', body: form({ before: p.a, after: p.b }) });
+      const text = await res.text();
+      expect(res.status, text).toBe(413);
+      expect(JSON.parse(text) as ErrorBody, text).toEqual({ error: { code: 'body_too_large', message: expect.stringMatching(/too large/) } });
+      const ok2 = await fetch(`http://127.0.0.1:${address.port}/v1/models`);
+      expect(ok2.status).toBe(200);
+    } finally {
+      await small.close();
+    }
+  });
+
   it('a scene past the pixel limit is 413 from its header, without decoding', async () => {
     const huge = pngHeaderOnly(20_000, 20_000);
     await error(await change({ before: huge, after: huge }), 413, 'too_many_pixels');
@@ -449,9 +466,13 @@ describe('the change task on /v1/stream', () => {
     expect(await answer(client, 3, (id) => client.sendRaw(id, new Uint8Array(10), 4, 4, { reference: true }))).toMatchObject({ type: 'error', code: 'bad_frame' });
     expect(await answer(client, 4, (id) => client.sendEncoded(id, p.a, { reference: 'yes' as unknown as boolean }))).toMatchObject({ type: 'error', code: 'bad_frame', message: expect.stringMatching(/reference must be true or false/) });
     expect(streamResult(await answer(client, 5, encoded(client, p.b)))).toEqual(await restResult(p.a, p.b, '?mask=none'));
+    // A broken later frame is its own bad_frame; the reference stays.
+    expect(await answer(client, 6, encoded(client, truncated))).toMatchObject({ type: 'error', code: 'bad_frame' });
+    expect(await answer(client, 7, encoded(client, Buffer.alloc(0)))).toMatchObject({ type: 'error', code: 'bad_frame' });
+    expect(streamResult(await answer(client, 8, encoded(client, p.b)))).toMatchObject({ reference: false, width: 256, height: 256 });
     client.reset();
-    expect(await answer(client, 6, encoded(client, p.b))).toMatchObject({ type: 'error', code: 'bad_frame', message: expect.stringMatching(/reference first/) });
-    expect(streamResult(await answer(client, 7, encoded(client, p.b, true)))).toEqual({ reference: true, width: 256, height: 256 });
+    expect(await answer(client, 9, encoded(client, p.b))).toMatchObject({ type: 'error', code: 'bad_frame', message: expect.stringMatching(/reference first/) });
+    expect(streamResult(await answer(client, 10, encoded(client, p.b, true)))).toEqual({ reference: true, width: 256, height: 256 });
     await client.close();
     await allStreamsClosed();
   });

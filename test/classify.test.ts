@@ -226,6 +226,27 @@ describe('the classify task on /v1/stream', () => {
     await client.close();
   });
 
+  it('broken frames are bad_frame (undecodable, truncated, empty, raw of the wrong size) and the stream goes on', async () => {
+    const client = await connect(streamUrl());
+    await client.start('classify', 'vig-t', { topK: 1 });
+    const next = async (id: number) => {
+      const m = await client.next();
+      expect(m).toMatchObject({ frameId: id });
+      return m;
+    };
+    client.sendEncoded(0, Buffer.from('not an image at all'));
+    expect(await next(0)).toMatchObject({ type: 'error', code: 'bad_frame' });
+    client.sendEncoded(1, images['cat.jpg'].subarray(0, 600));
+    expect(await next(1)).toMatchObject({ type: 'error', code: 'bad_frame' });
+    client.sendEncoded(2, new Uint8Array(0));
+    expect(await next(2)).toMatchObject({ type: 'error', code: 'bad_frame' });
+    client.sendRaw(3, new Uint8Array(10), 64, 64);
+    expect(await next(3)).toMatchObject({ type: 'error', code: 'bad_frame' });
+    client.sendEncoded(4, images['cat.jpg']);
+    expect(await next(4)).toMatchObject({ type: 'result', result: { classes: [expect.objectContaining({ label: expect.any(String) })] } });
+    await client.close();
+  });
+
   it('start checks params as the REST query is checked: an error, then close 1008', async () => {
     for (const [model, params, code] of [
       ['vig-t', { topK: 0 }, 'invalid_value'],
