@@ -138,6 +138,56 @@ function labelMask(label: { data: Buffer; info: OutputInfo }): Uint8Array {
 const solid = (width: number, height: number, v: number): Promise<Buffer> =>
   sharp({ create: { width, height, channels: 3, background: { r: v, g: v, b: v } } }).png().toBuffer();
 
+/** care-cd tiles are 256²; a tile as the graph reads it: RGB/255 planes, zero outside the valid w×h corner. */
+const T = 256;
+const rawRgb = async (b: Buffer, w: number) => {
+  const { data, info } = await sharp(b).removeAlpha().raw().toBuffer({ resolveWithObject: true });
+  expect(info.width).toBe(w);
+  return data;
+};
+const plane = (rgb: Buffer, width: number, x: number, y: number, w: number, h: number): Float32Array => {
+  const out = new Float32Array(3 * T * T);
+  for (let yy = 0; yy < h; yy++) for (let xx = 0; xx < w; xx++) for (let c = 0; c < 3; c++) out[c * T * T + yy * T + xx] = rgb[((y + yy) * width + x + xx) * 3 + c] / 255;
+  return out;
+};
+const runTile = async (session: ort.InferenceSession, rb: Buffer, ra: Buffer, width: number, x: number, y: number, w: number, h: number) => {
+  const out = await session.run({ before: new ort.Tensor('float32', plane(rb, width, x, y, w, h), [1, 3, T, T]), after: new ort.Tensor('float32', plane(ra, width, x, y, w, h), [1, 3, T, T]) });
+  return (out.logits.data as Float32Array).slice();
+};
+
+/**
+ * Seeded graphs decide one class everywhere; a care-cd checkpoint made from the seeded values, with the
+ * head's change bias moved to the median logit margin on a LEVIR pair, splits pixels both ways. Written
+ * as a .safetensors under `dir`; returns its path.
+ */
+async function nonTrivialCareCd(dir: string): Promise<string> {
+  const captured = new Map<string, HostTensor>();
+  const proto = Params.prototype as unknown as { fetch: (this: Params, name: string, shape: readonly number[], init: unknown, buffer: boolean) => Float32Array };
+  const fetchOrig = proto.fetch;
+  proto.fetch = function (name, shape, init, buffer) {
+    const v = fetchOrig.call(this, name, shape, init, buffer);
+    captured.set(this.prefix ? `${this.prefix}.${name}` : name, float32([...shape], v.slice()));
+    return v;
+  };
+  try {
+    buildCareCd('S0', Params.seeded(0), { imageSize: 256 });
+  } finally {
+    proto.fetch = fetchOrig;
+  }
+  const bias = captured.get('head.classifier.bias');
+  expect(bias?.shape).toEqual([2]);
+  const p = pairs.get(names[2])!;
+  const seeded = await ort.InferenceSession.create((await app.registry.buildChange('care-cd', 256)).path);
+  const l = await runTile(seeded, await rawRgb(p.a, 256), await rawRgb(p.b, 256), 256, 0, 0, 256, 256);
+  await seeded.release();
+  const margins = Array.from({ length: T * T }, (_, i) => l[T * T + i] - l[i]).sort((x, y) => x - y);
+  const b = bias!.data as Float32Array;
+  b[1] -= margins[T * T / 2];
+  const weights = join(dir, 'care-cd.safetensors');
+  writeSafetensors(weights, captured);
+  return weights;
+}
+
 describe('POST /v1/change with fsgnet on the LEVIR-CD pairs', () => {
   it('answers all 11 pairs: 256×256 masks, regions and changedFraction consistent with the mask', async () => {
     expect(names).toHaveLength(11);
@@ -217,49 +267,9 @@ describe('POST /v1/change with fsgnet on the LEVIR-CD pairs', () => {
   });
 
   it('the tiled worker path equals a plain reference on a non-trivial model (--weights): tiles run alone, zero-padded, stitched', async () => {
-    // Seeded graphs decide one class everywhere; a care-cd checkpoint made from the seeded values, with the
-    // head's change bias moved to the median logit margin on a LEVIR pair, splits pixels both ways.
-    const captured = new Map<string, HostTensor>();
-    const proto = Params.prototype as unknown as { fetch: (this: Params, name: string, shape: readonly number[], init: unknown, buffer: boolean) => Float32Array };
-    const fetchOrig = proto.fetch;
-    proto.fetch = function (name, shape, init, buffer) {
-      const v = fetchOrig.call(this, name, shape, init, buffer);
-      captured.set(this.prefix ? `${this.prefix}.${name}` : name, float32([...shape], v.slice()));
-      return v;
-    };
-    try {
-      buildCareCd('S0', Params.seeded(0), { imageSize: 256 });
-    } finally {
-      proto.fetch = fetchOrig;
-    }
-    const bias = captured.get('head.classifier.bias');
-    expect(bias?.shape).toEqual([2]);
-    const seededPath = (await app.registry.buildChange('care-cd', 256)).path;
-    const raw = async (b: Buffer, w: number) => {
-      const { data, info } = await sharp(b).removeAlpha().raw().toBuffer({ resolveWithObject: true });
-      expect(info.width).toBe(w);
-      return data;
-    };
-    const T = 256;
-    const plane = (rgb: Buffer, width: number, x: number, y: number, w: number, h: number): Float32Array => {
-      const out = new Float32Array(3 * T * T);
-      for (let yy = 0; yy < h; yy++) for (let xx = 0; xx < w; xx++) for (let c = 0; c < 3; c++) out[c * T * T + yy * T + xx] = rgb[((y + yy) * width + x + xx) * 3 + c] / 255;
-      return out;
-    };
     const p = pairs.get(names[2])!;
-    const runOne = async (session: ort.InferenceSession, rb: Buffer, ra: Buffer, width: number, x: number, y: number, w: number, h: number) => {
-      const out = await session.run({ before: new ort.Tensor('float32', plane(rb, width, x, y, w, h), [1, 3, T, T]), after: new ort.Tensor('float32', plane(ra, width, x, y, w, h), [1, 3, T, T]) });
-      return (out.logits.data as Float32Array).slice();
-    };
-    const seeded = await ort.InferenceSession.create(seededPath);
-    const l = await runOne(seeded, await raw(p.a, 256), await raw(p.b, 256), 256, 0, 0, 256, 256);
-    await seeded.release();
-    const margins = Array.from({ length: T * T }, (_, i) => l[T * T + i] - l[i]).sort((x, y) => x - y);
-    const b = bias!.data as Float32Array;
-    b[1] -= margins[T * T / 2];
     const dir = await mkdtemp(join(tmpdir(), 'fovea-change-'));
-    const weights = join(dir, 'care-cd.safetensors');
-    writeSafetensors(weights, captured);
+    const weights = await nonTrivialCareCd(dir);
     const app2 = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, workers: 1, preload: [], weights: { 'care-cd': weights } }, new ModelRegistry({ cacheDir: join(dir, 'cache') }));
     try {
       await app2.listen({ port: 0, host: '127.0.0.1' });
@@ -273,9 +283,9 @@ describe('POST /v1/change with fsgnet on the LEVIR-CD pairs', () => {
       expect([r.width, r.height, r.tiles]).toEqual([400, 200, 2]);
       expect(r.changedFraction).toBeGreaterThan(0.02);
       expect(r.changedFraction).toBeLessThan(0.98);
-      const [rb, ra] = await Promise.all([raw(before, 400), raw(after, 400)]);
+      const [rb, ra] = await Promise.all([rawRgb(before, 400), rawRgb(after, 400)]);
       const session = await ort.InferenceSession.create((await app2.registry.buildChange('care-cd', 256)).path);
-      const { mask } = await stitch(400, 200, { tile: T, overlap: 48 }, (x, y, w, h) => runOne(session, rb, ra, 400, x, y, w, h));
+      const { mask } = await stitch(400, 200, { tile: T, overlap: 48 }, (x, y, w, h) => runTile(session, rb, ra, 400, x, y, w, h));
       await session.release();
       const got = rleToMask(r.mask as Rle);
       let differ = 0;
@@ -393,13 +403,28 @@ describe('POST /v1/change: hostile and edge cases', () => {
 
 describe('the change task on /v1/stream', () => {
   type Answer = FrameAnswer;
-  const streamUrl = () => base.replace('http', 'ws') + '/v1/stream';
-  const allStreamsClosed = () => until(() => app.streams.size === 0, 'every stream to close');
+  // A server whose care-cd splits pixels both ways (nonTrivialCareCd): a seeded model's masks are all one
+  // class, so equal answers would prove little.
+  let server: FastifyInstance;
+  let serverBase: string;
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'fovea-change-stream-'));
+    const weights = await nonTrivialCareCd(dir);
+    server = await buildApp({ ...defaultConfig(), port: 0, host: '127.0.0.1', logLevel: 'silent' as const, workers: 1, preload: ['care-cd'], weights: { 'care-cd': weights } }, new ModelRegistry({ cacheDir: join(dir, 'cache') }));
+    serverBase = `http://127.0.0.1:${(await preloadAndListen(server)).port}`;
+  });
+  afterAll(async () => {
+    await server?.close();
+    await rm(dir, { recursive: true, force: true });
+  });
+  const streamUrl = () => serverBase.replace('http', 'ws') + '/v1/stream';
+  const allStreamsClosed = () => until(() => server.streams.size === 0, 'every stream to close');
 
-  async function startChange(params: Record<string, unknown> = {}, model = 'fsgnet'): Promise<StreamClient> {
+  async function startChange(params: Record<string, unknown> = {}, model = 'care-cd'): Promise<StreamClient> {
     const client = await connect(streamUrl());
     const ready = await client.start('change', model, params);
-    expect(ready.model).toEqual({ id: model, trained: false, input: [256, 256] });
+    expect(ready.model).toEqual({ id: model, trained: true, input: [256, 256] });
     return client;
   }
 
@@ -419,7 +444,9 @@ describe('the change task on /v1/stream', () => {
 
   /** The REST answer for the same pair, less model, timings: what a stream frame's result must equal. */
   async function restResult(before: Uint8Array, after: Uint8Array, query = ''): Promise<Record<string, unknown>> {
-    const { model: _m, timings: _t, ...rest } = await ok(await change({ before, after }, query));
+    const sep = query ? '&' : '?';
+    const res = await fetch(`${serverBase}/v1/change${query}${sep}model=care-cd`, { method: 'POST', body: form({ before, after }) });
+    const { model: _m, timings: _t, ...rest } = await ok(res);
     return { reference: false, ...rest };
   }
 
@@ -428,10 +455,14 @@ describe('the change task on /v1/stream', () => {
     const [p0, p1, p2] = [pairs.get(names[0])!, pairs.get(names[1])!, pairs.get(names[2])!];
     expect(await answer(client, 0, encoded(client, p0.b))).toMatchObject({ type: 'error', frameId: 0, code: 'bad_frame', message: expect.stringMatching(/reference first/) });
     expect(streamResult(await answer(client, 1, encoded(client, p0.a, true)))).toEqual({ reference: true, width: 256, height: 256 });
+    const fractions: number[] = [];
     for (const [i, frame] of [p0.b, p1.b, p2.a, p0.a].entries()) {
       const got = streamResult(await answer(client, 2 + i, encoded(client, frame)));
       expect(got, `frame ${2 + i}`).toEqual(await restResult(p0.a, frame, '?mask=rle&minArea=4'));
+      fractions.push(got.changedFraction as number);
     }
+    // The masks compared are not trivial: some frames split their pixels both ways.
+    expect(fractions.some((f) => f > 0.02 && f < 0.98), JSON.stringify(fractions)).toBe(true);
     // A new reference replaces the old one.
     streamResult(await answer(client, 6, encoded(client, p1.a, true)));
     expect(streamResult(await answer(client, 7, encoded(client, p1.b)))).toEqual(await restResult(p1.a, p1.b, '?mask=rle&minArea=4'));
