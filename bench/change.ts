@@ -29,7 +29,7 @@ import { serializeModel } from '../src/models/graph/serialize.js';
 import { tileGrid } from '../src/pipeline/tiles.js';
 import { sessionOptions } from '../src/pipeline/session-options.js';
 import { buildApp, preload } from '../src/stream/app.js';
-import { resetHighWaterMark, serveChild, spawnChild, startSampler, vmKiB } from './memory.js';
+import { peakWindow, serveChild, spawnChild } from './memory.js';
 import { describeMachine, machine, projectRoot, round, summarize, writeResults, type Summary } from './stats.js';
 
 const MODELS = ['fsgnet', 'care-cd'] as const;
@@ -112,10 +112,7 @@ async function runChangeChild(j: Extract<Job, { kind: 'change' }>): Promise<Chan
     const warm = await scene(256);
     await app.changer.changeRaw(warm.before, warm.after, req);
     const { before, after } = await scene(j.size);
-    await new Promise((r) => setTimeout(r, 50));
-    const baseline = vmKiB('VmRSS');
-    const hwm = resetHighWaterMark();
-    const sampler = startSampler(5);
+    const window = await peakWindow(5);
     const loadStart = loadavg()[0];
     const times: number[] = [];
     const stages: { decode: number[]; preprocess: number[]; infer: number[]; post: number[] } = { decode: [], preprocess: [], infer: [], post: [] };
@@ -127,9 +124,7 @@ async function runChangeChild(j: Extract<Job, { kind: 'change' }>): Promise<Chan
       tiles = out.tiles;
       for (const k of ['decode', 'preprocess', 'infer', 'post'] as const) stages[k].push(out.timings[k]);
     }
-    const sampled = await sampler.stop();
-    const high = hwm ? vmKiB('VmHWM') : 0;
-    const peak = Math.max(sampled.maxKiB, high);
+    const mem = await window.close();
     const median = (xs: number[]) => summarize(xs).median;
     return {
       model: j.model,
@@ -140,7 +135,7 @@ async function runChangeChild(j: Extract<Job, { kind: 'change' }>): Promise<Chan
       minMs: round(Math.min(...times)),
       stages: { decode: median(stages.decode), preprocess: median(stages.preprocess), infer: median(stages.infer), post: median(stages.post) },
       inferPerTileMs: round(median(stages.infer) / tiles),
-      memory: { baselineMiB: mib(baseline), peakMiB: mib(peak), deltaMiB: mib(peak - baseline), hwm },
+      memory: { baselineMiB: mib(mem.baselineKiB), peakMiB: mib(mem.peakKiB), deltaMiB: mib(mem.peakKiB - mem.baselineKiB), hwm: Number.isFinite(mem.hwmKiB) },
       load: [round(loadStart, 2), round(loadavg()[0], 2)],
     };
   } finally {

@@ -47,6 +47,33 @@ export function startSampler(everyMs = 2): { stop: () => Promise<{ maxKiB: numbe
   };
 }
 
+/** What `peakWindow` saw, KiB: RSS at the start, the sampled maximum, VmHWM (NaN when it could not be reset) and their larger. */
+export interface PeakMemory {
+  baselineKiB: number;
+  sampledKiB: number;
+  hwmKiB: number;
+  peakKiB: number;
+  samples: number;
+}
+
+/**
+ * Opens a peak-memory window: settles 50 ms, takes the RSS baseline, resets VmHWM and starts sampling VmRSS
+ * every `everyMs`. `close` reads the peak: the larger of the sampled maximum and VmHWM.
+ */
+export async function peakWindow(everyMs: number): Promise<{ close: () => Promise<PeakMemory> }> {
+  await new Promise((r) => setTimeout(r, 50));
+  const baselineKiB = vmKiB('VmRSS');
+  const hwm = resetHighWaterMark();
+  const sampler = startSampler(everyMs);
+  return {
+    close: async () => {
+      const sampled = await sampler.stop();
+      const hwmKiB = hwm ? vmKiB('VmHWM') : NaN;
+      return { baselineKiB, sampledKiB: sampled.maxKiB, hwmKiB, peakKiB: Math.max(sampled.maxKiB, Number.isFinite(hwmKiB) ? hwmKiB : 0), samples: sampled.samples };
+    },
+  };
+}
+
 /**
  * The child's side of `spawnChild`: when this process is `file --child <job JSON>`, runs the job, prints its
  * JSON answer as the last stdout line and exits (1, with the stack on stderr, if it throws).

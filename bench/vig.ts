@@ -31,7 +31,7 @@ import { saveModel } from '../src/models/graph/serialize.js';
 import { buildViG, variants as vigVariants, type GlaKernel } from '../src/models/vig.js';
 import { buildViT, type ViTConfig } from '../src/models/vit.js';
 import { sessionOptions } from '../src/pipeline/session-options.js';
-import { resetHighWaterMark, serveChild, spawnChild, startSampler, vmKiB } from './memory.js';
+import { peakWindow, serveChild, spawnChild } from './memory.js';
 import { describeMachine, machine, projectRoot, round, summarize, writeResults, type Summary } from './stats.js';
 
 /** timm `deit_tiny_patch16_224`: ViT-Ti/16, qkv fused with bias, LN eps 1e-6, no LayerScale, a class token. */
@@ -140,10 +140,7 @@ async function runChild(j: Job): Promise<ChildResult> {
   const feeds = { images: new ort.Tensor('float32', input, [1, 3, j.size, j.size]) };
 
   // Baseline: the loaded session, before any run has grown the arena.
-  await new Promise((r) => setTimeout(r, 50));
-  const baseline = vmKiB('VmRSS');
-  const hwmReset = resetHighWaterMark();
-  const sampler = startSampler(2);
+  const window = await peakWindow(2);
   const loadStart = loadavg()[0];
   const warmupMs: number[] = [];
   const times: number[] = [];
@@ -177,10 +174,8 @@ async function runChild(j: Job): Promise<ChildResult> {
       break;
     }
   }
-  const sampled = await sampler.stop();
-  const hwm = hwmReset ? vmKiB('VmHWM') : NaN;
+  const mem = await window.close();
   await session.release();
-  const peak = Math.max(sampled.maxKiB, Number.isFinite(hwm) ? hwm : 0);
   return {
     model: j.model,
     size: j.size,
@@ -198,12 +193,12 @@ async function runChild(j: Job): Promise<ChildResult> {
     cpuPerRunMs: round(cpuUs / 1000 / times.length, 1),
     load: [round(loadStart, 2), round(loadavg()[0], 2)],
     memory: {
-      baselineMiB: mib(baseline),
-      sampledPeakMiB: mib(sampled.maxKiB),
-      hwmMiB: Number.isFinite(hwm) ? mib(hwm) : null,
-      peakMiB: mib(peak),
-      deltaMiB: mib(peak - baseline),
-      samples: sampled.samples,
+      baselineMiB: mib(mem.baselineKiB),
+      sampledPeakMiB: mib(mem.sampledKiB),
+      hwmMiB: Number.isFinite(mem.hwmKiB) ? mib(mem.hwmKiB) : null,
+      peakMiB: mib(mem.peakKiB),
+      deltaMiB: mib(mem.peakKiB - mem.baselineKiB),
+      samples: mem.samples,
     },
   };
 }
